@@ -1,0 +1,5 @@
+"""python -m resnetlab"""
+
+from .cli import main
+
+raise SystemExit(main())
