@@ -128,7 +128,10 @@ def get_spec(name: str) -> ModelSpec:
     match = _CIFAR_NAME.match(name)
     if match:
         kind, depth = match.group(1), int(match.group(2))
-        return cifar_spec(name, depth, "A" if kind == "resnet" else "none")
+        if depth >= 8 and (depth - 2) % 6 == 0:
+            return cifar_spec(name, depth, "A" if kind == "resnet" else "none")
+        raise ValueError(f"unknown model {name!r}: CIFAR depths are 6n+2 (8, 14, 20, 26, 32, ...), "
+                         "ImageNet depths are 18, 34, 50, 101, 152")
     close = difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown model {name!r}{hint} (see `resnetlab models` or list_models())")

@@ -1,0 +1,25 @@
+# make setup: .venv with resnetlab and its dev tools; make test: lint + tests; make train: the main job.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint train clean
+
+$(BIN)/resnetlab: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/resnetlab
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+train: setup
+	bash scripts/train.sh
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
