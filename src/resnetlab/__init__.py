@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 from .analysis import count_macs, format_summary, model_info, summarize
 from .models import BasicBlock, Bottleneck, ResNet, list_models
 from .models.zoo import build_model
+from .weights import load_model, load_weights, read_checkpoint, save_weights
 
 __version__ = "0.1.0"
 
@@ -22,31 +23,17 @@ def create_model(name: str, weights: Optional[Union[str, Path]] = None, strict: 
 
     ``options`` are ResNet's keyword arguments (num_classes, in_chans, shortcut, stem,
     zero_init_residual, ...). With a resnetlab checkpoint, the options stored in it are
-    the defaults (so its head and input channels match) and ``options`` override them.
+    the defaults (so its head and input channels match) and ``options`` override them;
+    a head of another class count is re-initialised unless ``strict``.
     """
     if weights is None:
         return build_model(name, **options)
-    from .weights import load_weights, read_checkpoint
-
-    state_dict, metadata = read_checkpoint(weights)
-    stored_arch = metadata.get("arch")
-    if stored_arch and stored_arch != name:
-        raise ValueError(f"checkpoint {weights} holds a {stored_arch}, not a {name}")
-    merged = dict(metadata.get("options") or {})
-    merged.update(options)
-    model = build_model(name, **merged)
-    load_weights(model, state_dict, strict=strict)
-    return model
-
-
-def load_weights(model: ResNet, path: Union[str, Path], strict: bool = False) -> Any:
-    """Load a torchvision, timm, akamaster or resnetlab checkpoint into ``model``."""
-    from . import weights
-
-    return weights.load_weights(model, path, strict=strict)
+    model, _ = load_model(weights, name, strict=strict, **options)
+    return model.train()
 
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ResNet", "create_model", "list_models", "model_info", "load_weights",
-    "summarize", "format_summary", "count_macs", "__version__",
+    "BasicBlock", "Bottleneck", "ResNet", "create_model", "list_models", "load_model", "load_weights",
+    "read_checkpoint", "save_weights", "model_info", "summarize", "format_summary", "count_macs",
+    "__version__",
 ]

@@ -6,6 +6,7 @@ import argparse
 import ast
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 PROG = "resnetlab"
@@ -79,6 +80,99 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--batch-size, --no-channels-last, ...), default: unset."""
+    from .train.config import FIELDS, TrainConfig
+
+    defaults = TrainConfig()
+    group = parser.add_argument_group("config (each overrides the recipe and --config)")
+    for name in FIELDS:
+        if name in ("model_options", "data"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(default, list):
+            group.add_argument(flag, dest=name, type=float, nargs="+", default=None)
+        else:
+            kind = type(default) if default is not None else str
+            group.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper())
+
+
+def config_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """The config fields given on the command line."""
+    from .train.config import FIELDS
+
+    overrides = {name: getattr(args, name) for name in FIELDS
+                 if getattr(args, name, None) is not None and name != "model_options"}
+    if args.option:
+        overrides["model_options"] = parse_options(args.option)
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import resolve_config, resume, train
+
+    overrides = config_overrides(args)
+    if args.resume:
+        result = resume(args.resume, overrides)
+    else:
+        result = train(resolve_config(args.recipe, args.config, overrides))
+    if result["test_top1"] is None:
+        return 0
+    run_dir = result["run_dir"]
+    print(f"{result['eval_split']} accuracy {result['test_top1']:.2f}% (top-5 {result['test_top5']:.2f}%) "
+          f"after {result['epochs']} epochs, {result['elapsed_s']:.0f} s")
+    print(f"outputs in {run_dir}: best.safetensors last.safetensors curves.png confusion.png "
+          "metrics.csv metrics.json config.toml")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train.inference import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
+                                 args.device, args.split)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.data} {args.split}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
+              f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
+        width = max(len(c) for c in result["classes"])
+        for name, accuracy in zip(result["classes"], result["per_class_top1"]):
+            print(f"  {name:<{width}}  {accuracy:6.2f}%")
+    if args.confusion:
+        import torch
+
+        from .analysis.plots import plot_confusion
+
+        plot_confusion(torch.tensor(result["confusion"]), result["classes"], args.confusion,
+                       title=f"{Path(args.weights).name} on {args.data}")
+        print(f"confusion matrix written to {args.confusion}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .train.inference import Predictor
+
+    if args.topk < 1:
+        raise UsageError(f"--topk must be >= 1, got {args.topk}")
+    predictor = Predictor(args.weights, args.model, args.device)
+    failures = 0
+    for prediction in predictor.predict(args.images, args.topk):
+        if prediction.error:
+            failures += 1
+            print(f"{prediction.path}: error: {prediction.error}", file=sys.stderr)
+            continue
+        ranked = ", ".join(f"{c} {p:.3f}" for c, p in zip(prediction.classes, prediction.probabilities))
+        print(f"{prediction.path}: {ranked}")
+    return 1 if failures else 0
+
+
 # ---------------------------------------------------------------- parser and entry point
 
 
@@ -103,6 +197,37 @@ def build_parser() -> Parser:
                    help="builder option, e.g. -o shortcut=B -o stride_in_1x1=True")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="train a model (default: the Fashion-MNIST recipe)")
+    p.add_argument("--recipe", default="default", help="preset: default, fast, paper-cifar, imagenet")
+    p.add_argument("--config", help="TOML file of config keys (see runs/*/config.toml)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> where it stopped")
+    p.add_argument("--data", dest="data", default=None,
+                   help="fashion-mnist, mnist, cifar10, cifar100, synthetic, or an image folder")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model builder option, e.g. -o shortcut=B")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True, help="dataset name or image folder")
+    p.add_argument("--data-dir")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--model", help="architecture, for checkpoints that do not name it")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of image files or folders")
+    p.add_argument("--weights", required=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", help="architecture, for checkpoints that do not name it")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

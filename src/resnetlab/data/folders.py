@@ -1,0 +1,140 @@
+"""Image folders (--data PATH): torchvision's ImageFolder and transforms behind DataLoader workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+__all__ = ["ImageFolderData", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_FRACTION = 0.875  # resize to image_size / 0.875 (256 for 224), then center-crop
+
+
+class _Transformed(Dataset):
+    """The samples of `base` at `indices`, passed through `transform`."""
+
+    def __init__(self, base: ImageFolder, indices: list[int], transform: Callable) -> None:
+        self.base = base
+        self.indices = indices
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        image, label = self.base[self.indices[i]]
+        return self.transform(image), label
+
+
+def _class_dirs(path: Path) -> list[str]:
+    return sorted(e.name for e in path.iterdir() if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFolder:
+    """ImageFolder of `path` with at least two classes; one-line ValueError otherwise."""
+    classes = _class_dirs(path)
+    if not classes:
+        raise ValueError(f"{path}: no class folders; expected {path}/CLASS/IMAGE files, "
+                         f"or {path}/train and {path}/val holding class folders")
+    if len(classes) < 2:
+        raise ValueError(f"{path}: only one class folder ({classes[0]}); need at least 2 classes")
+    try:
+        return ImageFolder(str(path), transform=transform)
+    except FileNotFoundError as err:  # a class folder without images
+        raise ValueError(f"{path}: {' '.join(str(err).split())}") from None
+
+
+def train_transform(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
+                    std: tuple[float, ...] = IMAGENET_STD) -> v2.Compose:
+    """RandomResizedCrop + horizontal flip + normalize, as in the paper's ImageNet recipe."""
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+def eval_transform(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
+                   std: tuple[float, ...] = IMAGENET_STD) -> v2.Compose:
+    """Resize + center crop + normalize."""
+    return v2.Compose([
+        v2.Resize(round(image_size / CROP_FRACTION), antialias=True),
+        v2.CenterCrop(image_size),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+class ImageFolderData:
+    """A folder of images by class: PATH/train + PATH/val, or PATH/CLASS split by `val_fraction`."""
+
+    def __init__(self, path: str | Path, image_size: int = 224, val_fraction: float = 0.1,
+                 seed: int = 0) -> None:
+        self.path = Path(path).expanduser()
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"image folder {self.path} does not exist or is not a folder")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.image_size = image_size
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        train_tf, val_tf = train_transform(image_size), eval_transform(image_size)
+        if (self.path / "train").is_dir() and (self.path / "val").is_dir():
+            self.layout = "train/val"
+            self.train_dataset: Dataset = _image_folder(self.path / "train", train_tf)
+            self.val_dataset: Dataset = _image_folder(self.path / "val", val_tf)
+            self.classes: list[str] = self.train_dataset.classes
+            if self.val_dataset.classes != self.classes:
+                raise ValueError(
+                    f"{self.path}: train and val class folders differ "
+                    f"({len(self.classes)} vs {len(self.val_dataset.classes)} classes)"
+                )
+        else:
+            self.layout = "split"
+            base = _image_folder(self.path)
+            n = len(base)
+            n_val = round(n * val_fraction)
+            if not 0 < n_val < n:
+                raise ValueError(
+                    f"{self.path}: {n} images with val_fraction {val_fraction} leave an empty split"
+                )
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+            self.train_dataset = _Transformed(base, sorted(order[n_val:]), train_tf)
+            self.val_dataset = _Transformed(base, sorted(order[:n_val]), val_tf)
+            self.classes = base.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"ImageFolderData({str(self.path)!r}, layout={self.layout}, classes={self.num_classes}, "
+                f"train={len(self.train_dataset)}, val={len(self.val_dataset)})")
+
+    def train_loader(self, batch_size: int, workers: int = 4, *, seed: int = 0, rank: int = 0,
+                     world_size: int = 1, pin_memory: bool = False, drop_last: bool = True) -> DataLoader:
+        """Shuffled, augmented batches; call loader.sampler.set_epoch(epoch) each epoch."""
+        sampler = DistributedSampler(self.train_dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=seed, drop_last=drop_last)
+        return DataLoader(self.train_dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(seed))
+
+    def val_loader(self, batch_size: int, workers: int = 4, *, rank: int = 0, world_size: int = 1,
+                   pin_memory: bool = False) -> DataLoader:
+        """Batches in folder order; with world_size > 1 the last shard is padded by DistributedSampler."""
+        sampler = None
+        if world_size > 1:
+            sampler = DistributedSampler(self.val_dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        return DataLoader(self.val_dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                          num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)

@@ -1,0 +1,166 @@
+"""A loader for in-memory datasets that cuts, augments and normalizes whole batches on the device."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import ArrayDataset
+
+__all__ = ["DeviceLoader", "augment_batch", "draw_augmentation", "AUGMENTATIONS"]
+
+AUGMENTATIONS = ("crop-flip", "flip", "none")
+
+
+def mixed_seed(*values: int) -> int:
+    """One 32-bit seed from several integers (torch's CPU generator keeps only 32 bits of a seed)."""
+    return int(np.random.SeedSequence([v & 0xFFFFFFFFFFFFFFFF for v in values]).generate_state(1)[0])
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, epoch); the same on every device and rank."""
+    return torch.Generator().manual_seed(mixed_seed(seed, epoch))
+
+
+def draw_augmentation(n: int, pad: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crop offsets (n x 2, each in 0..2*pad, as (row, col)) and flip flags (n, bool)."""
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    return offsets, flips
+
+
+def augment_batch(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """Crop each image of x (N x C x H x W) at `offsets` of its zero-padded copy and flip where `flips`."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
+    width = w + 2 * pad
+    offsets = offsets.to(x.device)
+    flips = flips.to(x.device)
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # N x H
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    cols = torch.where(flips[:, None], (w - 1) - cols, cols) + offsets[:, 1:2]  # N x W, flip folded in
+    index = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
+
+
+class DeviceLoader:
+    """Batches of an ArrayDataset held on `device`: shuffled, augmented and normalized as tensor ops."""
+
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        batch_size: int,
+        *,
+        train: bool,
+        device: torch.device | str = "cpu",
+        augment: str = "crop-flip",
+        pad: int = 4,
+        seed: int = 0,
+        drop_last: Optional[bool] = None,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose from {', '.join(AUGMENTATIONS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
+        self.device = torch.device(device)
+        self.images = dataset.images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.augment = augment if train else "none"
+        self.pad = pad if self.augment == "crop-flip" else 0
+        self.seed = seed
+        self.drop_last = train if drop_last is None else drop_last
+        self.channels_last = channels_last
+        self.dtype = dtype
+        self.rank = rank
+        self.world_size = world_size
+        channels = self.images.shape[1]
+        std = torch.tensor(dataset.std, dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
+        mean = torch.tensor(dataset.mean, dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
+        self.scale = 1.0 / (255.0 * std)  # (x / 255 - mean) / std == x * scale + shift
+        self.shift = -mean / std
+        self.epoch = 0
+        self.batch = 0  # batches of the current epoch already handed out
+        if self.num_samples == 0:
+            raise ValueError(f"{dataset.name}: {len(dataset)} samples give no batch of {batch_size} "
+                             f"for rank {rank} of {world_size}")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        n = self.images.shape[0]
+        if self.train:  # equal shards, so every rank runs the same number of steps
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation is used; the same epoch keeps the resume position."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and batch position, for exact resume."""
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "batch_size": self.batch_size,
+                "world_size": self.world_size, "num_samples": self.images.shape[0]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position; the next iteration starts at the saved batch."""
+        for key in ("seed", "batch_size", "world_size", "num_samples"):
+            mine = self.images.shape[0] if key == "num_samples" else getattr(self, key)
+            if key in state and state[key] != mine:
+                raise ValueError(f"loader state has {key}={state[key]}, this loader has {mine}")
+        self.epoch = int(state["epoch"])
+        self.batch = int(state["batch"])
+
+    def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's sample order and augmentation draws for the current epoch."""
+        n = self.images.shape[0]
+        if self.train:
+            generator = epoch_generator(self.seed, self.epoch)
+            order = torch.randperm(n, generator=generator)
+            offsets, flips = draw_augmentation(n, self.pad, generator)
+            keep = n - n % self.world_size
+            order, offsets, flips = order[:keep], offsets[:keep], flips[:keep]
+        else:
+            order = torch.arange(n)
+            offsets, flips = torch.zeros(n, 2, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
+        shard = slice(self.rank, None, self.world_size)
+        to = self.device
+        return order[shard].to(to), offsets[shard].to(to), flips[shard].to(to)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, offsets, flips = self._epoch_plan()
+        for b in range(self.batch, len(self)):
+            part = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            index = order[part]
+            x = self.images.index_select(0, index)
+            if self.augment != "none":
+                x = augment_batch(x, offsets[part], flips[part], self.pad)
+            x = x.float().mul_(self.scale).add_(self.shift)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.dtype != torch.float32:
+                x = x.to(self.dtype)
+            self.batch = b + 1
+            yield x, self.labels.index_select(0, index)
+        self.epoch += 1  # a finished pass moves on; set_epoch(epoch + 1) after it is a no-op
+        self.batch = 0

@@ -1,0 +1,110 @@
+"""One training epoch and one evaluation pass: short loops over batches."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass: bf16 on CPU or GPU, fp16 on GPU, or nothing."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class EpochStats:
+    """Running sums over an epoch, turned into means at the end."""
+
+    loss_sum: float = 0.0
+    correct1: int = 0
+    correct5: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    confusion: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        n = target.shape[0]
+        self.loss_sum += float(loss) * n
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top.eq(target[:, None])
+        self.correct1 += int(hits[:, 0].sum())
+        self.correct5 += int(hits.any(dim=1).sum())
+        self.samples += n
+
+    def result(self, prefix: str) -> Dict[str, float]:
+        n = max(1, self.samples)
+        return {f"{prefix}_loss": self.loss_sum / n, f"{prefix}_top1": 100.0 * self.correct1 / n,
+                f"{prefix}_top5": 100.0 * self.correct5 / n,
+                f"{prefix}_images_per_s": self.samples / max(self.seconds, 1e-9)}
+
+
+def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                optimizer: torch.optim.Optimizer, scheduler: Any, *, device: torch.device,
+                precision: str = "fp32", label_smoothing: float = 0.0, clip_grad_norm: float = 0.0,
+                scaler: Optional[torch.amp.GradScaler] = None, ema: Optional[nn.Module] = None,
+                on_step: Optional[Callable[[EpochStats], bool]] = None) -> EpochStats:
+    """Train on ``batches``; ``on_step`` is called after each step and may return True to stop."""
+    model.train()
+    stats = EpochStats()
+    start = time.perf_counter()
+    for x, y in batches:
+        with autocast(device, precision):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"loss became {value} at lr {scheduler.get_last_lr()[0]:.4g}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        stats.update(loss.detach(), logits.detach(), y)
+        stats.seconds = time.perf_counter() - start
+        if on_step is not None and on_step(stats):
+            break
+    return stats
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], *,
+             device: torch.device, num_classes: int, precision: str = "fp32") -> EpochStats:
+    """Loss, top-1, top-5 and the confusion matrix (rows: true class, columns: predicted)."""
+    model.eval()
+    stats = EpochStats(confusion=torch.zeros(num_classes, num_classes, dtype=torch.long))
+    start = time.perf_counter()
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, y)
+        stats.update(loss, logits, y)
+        pairs = (y * num_classes + logits.argmax(1)).cpu()
+        stats.confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
+    stats.seconds = time.perf_counter() - start
+    return stats

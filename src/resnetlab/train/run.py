@@ -1,0 +1,313 @@
+"""A training run: data, model, optimizer, the epoch loop, checkpoints, metrics and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..analysis.plots import plot_confusion, plot_curves
+from ..data import DATASETS, ArrayDataset, DeviceLoader, ImageFolderData, load_dataset
+from ..fileio import atomic_write_text
+from ..models import build_model
+from ..weights import save_weights
+from .checkpoint import STATE_SUFFIX, latest_state, load_state, rng_state, save_state, set_rng_state
+from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
+from .engine import EpochStats, TrainingDiverged, evaluate, train_steps
+from .optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class DataBundle:
+    """Loaders and what the model and checkpoints need to know about the data."""
+
+    train: Any
+    test: Any
+    classes: List[str]
+    in_chans: int
+    input_size: Tuple[int, int]
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    eval_split: str
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> DataBundle:
+    """Training and evaluation loaders for a named small dataset or an image folder."""
+    channels_last = config.channels_last
+    if config.data.lower() in DATASETS:
+        train_set = load_dataset(config.data, "train", config.data_dir, config.download)
+        if config.val_split > 0:
+            train_set, eval_set = train_set.split(config.val_split, seed=config.seed)
+            split = "val"
+        else:
+            eval_set, split = load_dataset(config.data, "test", config.data_dir, config.download), "test"
+        train_set = _head(train_set, config.train_subset)
+        eval_set = _head(eval_set, config.test_subset)
+        train = DeviceLoader(train_set, config.batch_size, train=True, device=device, augment=config.augment,
+                             pad=config.pad, seed=config.seed, channels_last=channels_last)
+        test = DeviceLoader(eval_set, max(config.batch_size, 256), train=False, device=device,
+                            channels_last=channels_last)
+        c, h, w = train_set.image_shape
+        return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split)
+    folder = Path(config.data)
+    if not folder.is_dir():
+        raise ValueError(f"unknown dataset {config.data!r}; accepted: {', '.join(DATASETS)} "
+                         "or a folder of images with one subfolder per class")
+    data = ImageFolderData(folder, image_size=config.image_size, val_fraction=config.val_split or 0.1,
+                           seed=config.seed)
+    train = data.train_loader(config.batch_size, workers=config.workers, seed=config.seed)
+    test = data.val_loader(max(config.batch_size, 64), workers=config.workers)
+    size = (config.image_size, config.image_size)
+    return DataBundle(train, test, list(data.classes), 3, size, data.mean, data.std, "val")
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Select the epoch's shuffle for a DeviceLoader or a DataLoader with a DistributedSampler."""
+    target = loader if hasattr(loader, "set_epoch") else getattr(loader, "sampler", None)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
+
+
+def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:
+    return dataset.subset(range(min(count, len(dataset)))) if count else dataset
+
+
+def run_name(config: TrainConfig) -> str:
+    """The run's folder name: given, or model-data-timestamp."""
+    if config.name:
+        return config.name
+    data = Path(config.data).name if Path(config.data).is_dir() else config.data
+    return f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+class Trainer:
+    """Owns one run: build everything, loop over epochs, write outputs. ``run()`` does it all."""
+
+    def __init__(self, config: TrainConfig, resume: Optional[Path] = None) -> None:
+        validate(config)
+        self.config = config
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device)
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+        # Everything that can fail on bad input happens before the run folder exists.
+        self.data = prepare_data(config, self.device)
+        self.model_options = dict(config.model_options, num_classes=len(self.data.classes),
+                                  in_chans=self.data.in_chans)
+        self.model = build_model(config.model, **self.model_options).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model: nn.Module = torch.compile(self.model) if config.compile else self.model
+        self.steps_per_epoch = len(self.data.train)
+        self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self.total_steps, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.ema = None
+        if config.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                     use_buffers=True)
+        self.epoch = 0
+        self.step = 0
+        self.elapsed = 0.0
+        self.best_top1 = -1.0
+        self.history: List[Dict[str, float]] = []
+        self.last_stats: Optional[EpochStats] = None
+        if resume is not None:
+            self.run_dir = resume
+            self._load(load_state(latest_state(resume)))
+        else:
+            self.run_dir = Path(config.out) / run_name(config)
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                raise ValueError(f"run folder {self.run_dir} already exists; pick another --name or "
+                                 f"--resume {self.run_dir}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.toml", to_toml(config))
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> Dict[str, Any]:
+        """Train until the step budget is spent (or a requested stop); return the final metrics."""
+        while self.step < self.total_steps:
+            set_epoch(self.data.train, self.epoch)
+            start_batch = getattr(self.data.train, "batch", 0)
+            self._bar = tqdm(total=min(self.steps_per_epoch, start_batch + self.total_steps - self.step),
+                             initial=start_batch, desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
+                             disable=self.config.quiet, leave=False, dynamic_ncols=True)
+            self._epoch_began = time.perf_counter()
+            self._stop_requested = False
+            try:
+                stats = train_steps(self.forward_model, self._batches(), self.optimizer, self.scheduler,
+                                    device=self.device, precision=self.config.precision,
+                                    label_smoothing=self.config.label_smoothing,
+                                    clip_grad_norm=self.config.clip_grad_norm, scaler=self.scaler,
+                                    ema=self.ema, on_step=self._on_step)
+            except TrainingDiverged as error:
+                raise TrainingDiverged(f"training stopped at step {self.step + 1}: {error}; the last good "
+                                       f"checkpoint is in {self.run_dir}") from None
+            finally:
+                self._bar.close()
+            seconds = time.perf_counter() - self._epoch_began
+            if self._stop_requested:
+                self.save("last", seconds)
+                tqdm.write(f"stopped after step {self.step} as asked; resume with --resume {self.run_dir}")
+                return self.summary()
+            self.elapsed += seconds
+            self.epoch += 1
+            self._end_epoch(stats)
+        self._finish()
+        return self.summary()
+
+    def _on_step(self, stats: EpochStats) -> bool:
+        """After each step: progress bar, mid-epoch checkpoints, and whether to stop the epoch."""
+        self.step += 1
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{stats.loss_sum / stats.samples:.3f}",
+                              acc=f"{100 * stats.correct1 / stats.samples:.1f}",
+                              img_s=f"{stats.samples / max(stats.seconds, 1e-9):.0f}", refresh=False)
+        if self.config.stop_after_steps and self.step >= self.config.stop_after_steps:
+            self._stop_requested = True
+        elif self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            self.save("last", time.perf_counter() - self._epoch_began)
+        return self._stop_requested or self.step >= self.total_steps
+
+    def _batches(self):
+        channels_last = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        for x, y in self.data.train:
+            yield x.to(self.device, non_blocking=True, memory_format=channels_last), y.to(self.device)
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _end_epoch(self, train_stats: EpochStats) -> None:
+        test = evaluate(self._eval_model(), self.data.test, device=self.device,
+                        num_classes=len(self.data.classes), precision=self.config.precision)
+        self.last_stats = test
+        row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
+                   **train_stats.result("train"), **test.result("test"), elapsed_s=self.elapsed)
+        self.history.append(row)
+        is_best = row["test_top1"] > self.best_top1
+        self.best_top1 = max(self.best_top1, row["test_top1"])
+        self.save("last", 0.0)
+        if is_best:
+            self.save("best", 0.0, state=False)
+        self._write_metrics()
+        if not self.config.quiet or self.step >= self.total_steps:
+            tqdm.write(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
+                       f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
+                       f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
+                       f"top5 {row['test_top5']:.2f}%  {row['train_images_per_s']:.0f} img/s  "
+                       f"{self.elapsed:.0f}s")
+
+    def _finish(self) -> None:
+        title = f"{self.config.model} on {Path(self.config.data).name}"
+        plot_curves(self.history, self.run_dir / "curves.png", title=title)
+        if self.last_stats is not None and self.last_stats.confusion is not None:
+            confusion = self.last_stats.confusion
+            plot_confusion(confusion, self.data.classes, self.run_dir / "confusion.png",
+                           title=f"{title}, {self.data.eval_split} set")
+            rows = [",".join(["true\\predicted", *self.data.classes])]
+            rows += [",".join([name, *map(str, confusion[i].tolist())])
+                     for i, name in enumerate(self.data.classes)]
+            atomic_write_text(self.run_dir / "confusion.csv", "\n".join(rows) + "\n")
+
+    # ---------------------------------------------------------------- outputs
+
+    def summary(self) -> Dict[str, Any]:
+        """Final figures of the run."""
+        last = self.history[-1] if self.history else {}
+        return dict(run_dir=str(self.run_dir), epochs=self.epoch, steps=self.step,
+                    test_top1=last.get("test_top1"), test_top5=last.get("test_top5"),
+                    best_test_top1=self.best_top1 if self.history else None, eval_split=self.data.eval_split,
+                    elapsed_s=self.elapsed)
+
+    def _write_metrics(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]))
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
+        payload = dict(config=self.config.to_dict(), history=self.history, summary=self.summary())
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(payload, indent=2))
+
+    def save(self, tag: str, partial_seconds: float, state: bool = True) -> None:
+        """Write ``<tag>.safetensors`` (weights to ship) and, with ``state``, ``<tag>.state.pt``."""
+        preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
+                             input_size=list(self.data.input_size), dataset=self.config.data)
+        save_weights(self._eval_model(), self.run_dir / f"{tag}.safetensors", self.config.model,
+                     options=self.model_options, class_names=self.data.classes,
+                     preprocessing=preprocessing)
+        if not state:
+            return
+        payload = dict(
+            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler else None,
+            ema=self.ema.state_dict() if self.ema else None,
+            loader=self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None,
+            epoch=self.epoch, step=self.step, elapsed=self.elapsed + partial_seconds,
+            best_top1=self.best_top1, history=self.history, rng=rng_state(), config=self.config.to_dict(),
+        )
+        save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", payload)
+
+    def _load(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        if state.get("loader") and hasattr(self.data.train, "load_state_dict"):
+            self.data.train.load_state_dict(state["loader"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.best_top1 = float(state["best_top1"])
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+
+
+def train(config: TrainConfig) -> Dict[str, Any]:
+    """Train as ``config`` says and return the final metrics."""
+    return Trainer(config).run()
+
+
+def resume(run_dir: str | Path, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Continue the run in ``run_dir`` exactly where its last checkpoint left it."""
+    run_dir = Path(run_dir)
+    latest_state(run_dir)  # a clear error before anything else
+    config = apply_overrides(TrainConfig(), load_toml(run_dir / "config.toml"), str(run_dir / "config.toml"))
+    if overrides:
+        config = apply_overrides(config, overrides, "the command line")
+    return Trainer(config, resume=run_dir).run()
