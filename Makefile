@@ -19,7 +19,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 train: setup
-	bash scripts/train.sh
+	bash scripts/quickstart.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

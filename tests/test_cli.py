@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -67,3 +68,98 @@ def test_module_entry_point_runs():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("resnetlab: error: unknown model 'nope'")
+
+
+# ---------------------------------------------------------------- train, eval, predict: bad input
+
+
+def write_idx(path, magic, dims, payload):
+    import gzip
+    import struct
+
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + payload)
+
+
+def bad_inputs(tmp_path):
+    """(argv, fragment) pairs for inputs that must be refused in one line with status 2."""
+    import pickle
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    write_idx(corrupt / "train-images-idx3-ubyte.gz", 0x0801, [2, 28, 28], bytes(2 * 28 * 28))  # wrong magic
+    write_idx(corrupt / "train-labels-idx1-ubyte.gz", 0x0801, [2], bytes(2))
+    write_idx(corrupt / "t10k-images-idx3-ubyte.gz", 0x0803, [2, 28, 28], bytes(100))  # truncated
+    write_idx(corrupt / "t10k-labels-idx1-ubyte.gz", 0x0801, [2], bytes(2))
+    cifar = tmp_path / "cifar" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta"]:
+        (cifar / name).write_bytes(pickle.dumps(Exploit()))
+    no_images = tmp_path / "no_images"
+    for cls in ("cat", "dog"):
+        (no_images / cls).mkdir(parents=True)
+        (no_images / cls / "notes.txt").write_text("no image here")
+    one_class = tmp_path / "one_class" / "cat"
+    one_class.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(one_class / f"{i}.png")
+    toml = tmp_path / "bad.toml"
+    toml.write_text("epochs = 1\nlearning_rate = 0.1\n")
+    return [
+        (["train", "--data", "cifar10", "--data-dir", str(empty)], "cifar10"),
+        (["train", "--data", "fashion-mnist", "--data-dir", str(corrupt)], "magic"),
+        (["train", "--data", "cifar10", "--data-dir", str(tmp_path / "cifar")], "refused"),
+        (["train", "--data", str(no_images)], str(no_images)),
+        (["train", "--data", str(tmp_path / "one_class")], "class"),
+        (["train", "--recipe", "slow"], "unknown recipe 'slow'"),
+        (["train", "--config", str(toml), "--data", "synthetic"], "learning_rate"),
+        (["train", "--batch-size", "0", "--data", "synthetic"], "batch_size must be >= 1"),
+        (["train", "--lr", "-0.1", "--data", "synthetic"], "lr must be a positive number"),
+        (["train", "--data", "nosuchdataset"], "unknown dataset 'nosuchdataset'"),
+        (["train", "--resume", str(empty)], "no checkpoint to resume"),
+    ]
+
+
+def test_train_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RESNETLAB_DATA", raising=False)
+    runs = tmp_path / "runs"
+    for argv, fragment in bad_inputs(tmp_path):
+        if "--resume" not in argv:
+            argv = [*argv, "--out", str(runs), "--quiet"]
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert fragment in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "pwned").exists()  # the CIFAR pickle was never executed
+    assert not runs.exists() or not any(runs.iterdir())  # nothing half-written
+
+
+def test_eval_and_predict_refuse_weights_of_another_architecture(tmp_path, capsys):
+    from resnetlab.models import build_model
+    from resnetlab.weights import save_weights
+
+    weights = save_weights(build_model("resnet8"), tmp_path / "r8.safetensors", "resnet8",
+                           options={"num_classes": 10, "in_chans": 3})
+    for argv in (["eval", "--weights", str(weights), "--data", "synthetic", "--model", "resnet20"],
+                 ["predict", "--weights", str(weights), "--model", "resnet20", str(weights)]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and "resnet8, not a resnet20" in err and len(err.strip().splitlines()) == 1
+    torchvision_like = tmp_path / "r18.pth"
+    import torch
+
+    torch.save(build_model("resnet18").state_dict(), torchvision_like)
+    code, _, err = run_cli(capsys, "eval", "--weights", str(torchvision_like), "--data", "synthetic",
+                           "--model", "resnet20")
+    assert code == 2 and "does not fit" in err and len(err.strip().splitlines()) == 1

@@ -398,3 +398,11 @@ def test_resnet_class_directly():
     model = ResNet(BasicBlock, [1, 1], widths=(8, 16), stem="cifar", num_classes=4, shortcut="A")
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 4)
     assert [f["reduction"] for f in model.feature_info] == [1, 2]
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_published_top1_equals_torchvision_weight_metadata(name):
+    published = model_info(name)["published"]
+    for weights in torchvision.models.get_model_weights(name):
+        key = f"torchvision_top1_{weights.name.split('_')[-1].lower()}"  # IMAGENET1K_V2 -> ..._v2
+        assert published[key] == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]

@@ -163,3 +163,21 @@ def test_real_fashion_mnist_reaches_the_bound(tmp_path):
     print(f"real Fashion-MNIST: {result['test_top1']:.2f}% on 10k test images in {seconds:.0f} s")
     assert seconds < 180
     assert result["test_top1"] >= 85.0
+
+
+def test_train_on_an_image_folder_then_predict(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for label, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        (folder / label).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (40 + i, 36), colour).save(folder / label / f"{i}.png")
+    result = train(tiny_config(tmp_path, name="folder", data=str(folder), image_size=32, workers=0,
+                               batch_size=4, epochs=2, val_split=0.25, train_subset=0, test_subset=0))
+    run = Path(result["run_dir"])
+    assert result["eval_split"] == "val" and (run / "confusion.png").is_file()
+    _, metadata = read_checkpoint(run / "best.safetensors")
+    assert metadata["class_names"] == ["blue", "red"] and metadata["preprocessing"]["input_size"] == [32, 32]
+    (prediction,) = Predictor(run / "best.safetensors").predict([folder / "red" / "0.png"], topk=2)
+    assert sorted(prediction.classes) == ["blue", "red"]

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .fileio import atomic_write
 from .models import REGISTRY
 
 __all__ = ["LoadResult", "read_checkpoint", "load_weights", "save_weights"]
@@ -324,16 +324,7 @@ def save_weights(model: nn.Module, path: PathLike, arch: str,
     except TypeError as exc:
         raise ValueError(f"options must be JSON values (numbers, strings, lists): {_short(exc)}") from None
     tensors = _tensors_for_saving(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_model(path: PathLike, arch: Optional[str] = None, strict: bool = True,

@@ -50,7 +50,7 @@ TORCHVISION_TOP1 = {
     "resnet18": (69.758, None), "resnet34": (73.314, None), "resnet50": (76.130, 80.858),
     "resnet101": (77.374, 81.886), "resnet152": (78.312, 82.284),
     "resnext50_32x4d": (77.618, 81.198), "resnext101_32x8d": (79.312, 82.834),
-    "resnext101_64x4d": (None, 83.246), "wide_resnet50_2": (78.468, 81.602),
+    "resnext101_64x4d": (83.246, None), "wide_resnet50_2": (78.468, 81.602),
     "wide_resnet101_2": (78.848, 82.510),
 }
 # Paper, Table 6: CIFAR-10 test error (%), and akamaster's reproduction.

@@ -78,11 +78,13 @@ class TrainConfig:
 
 # Named presets. Each lists only what differs from the dataclass defaults.
 RECIPES: Dict[str, Dict[str, Any]] = {
-    # Fashion-MNIST default, chosen by measurement (README: time to accuracy).
+    # Fashion-MNIST default, chosen by measurement (README, "Measured"): CIFAR ResNet-20 at
+    # 28x28, bf16 + channels_last (1.7x fp32 here), one-cycle, label smoothing.
     "default": dict(model="resnet20", epochs=10, batch_size=128, lr=0.1, weight_decay=5e-4,
                     schedule="onecycle", label_smoothing=0.1, pad=2, precision="bf16"),
-    # Fastest time to accuracy measured on a 2-core CPU.
-    "fast": dict(model="resnet20", epochs=4, batch_size=256, lr=0.2, weight_decay=5e-4,
+    # The default on a shorter one-cycle schedule: larger batches bought no speed here
+    # (1517 images/s at 128, 1489 at 256), so fewer epochs is what makes it fast.
+    "fast": dict(model="resnet20", epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4,
                  schedule="onecycle", label_smoothing=0.1, pad=2, precision="bf16"),
     # He et al. 2015, section 4.2: 64k iterations, lr /10 at 32k and 48k, 45k/5k split.
     "paper-cifar": dict(model="resnet20", data="cifar10", iterations=64000, batch_size=128, lr=0.1,

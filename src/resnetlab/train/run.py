@@ -91,6 +91,15 @@ def set_epoch(loader: Any, epoch: int) -> None:
         target.set_epoch(epoch)
 
 
+def open_tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard writer logging into the run folder (needs the tensorboard package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
 def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:
     return dataset.subset(range(min(count, len(dataset)))) if count else dataset
 
@@ -140,7 +149,8 @@ class Trainer:
                                      use_buffers=True)
         self.epoch = 0
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds spent training (evaluation not included)
+        self.eval_seconds = 0.0
         self.best_top1 = -1.0
         self.history: List[Dict[str, float]] = []
         self.last_stats: Optional[EpochStats] = None
@@ -152,6 +162,7 @@ class Trainer:
             if self.run_dir.exists() and any(self.run_dir.iterdir()):
                 raise ValueError(f"run folder {self.run_dir} already exists; pick another --name or "
                                  f"--resume {self.run_dir}")
+        self.tensorboard = open_tensorboard(self.run_dir) if config.tensorboard else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.toml", to_toml(config))
 
@@ -214,8 +225,10 @@ class Trainer:
         test = evaluate(self._eval_model(), self.data.test, device=self.device,
                         num_classes=len(self.data.classes), precision=self.config.precision)
         self.last_stats = test
+        self.eval_seconds += test.seconds
         row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
-                   **train_stats.result("train"), **test.result("test"), elapsed_s=self.elapsed)
+                   **train_stats.result("train"), **test.result("test"), elapsed_s=self.elapsed,
+                   wall_s=self.elapsed + self.eval_seconds)
         self.history.append(row)
         is_best = row["test_top1"] > self.best_top1
         self.best_top1 = max(self.best_top1, row["test_top1"])
@@ -223,6 +236,11 @@ class Trainer:
         if is_best:
             self.save("best", 0.0, state=False)
         self._write_metrics()
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step"):
+                    self.tensorboard.add_scalar(key, value, self.step)
+            self.tensorboard.flush()
         if not self.config.quiet or self.step >= self.total_steps:
             tqdm.write(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
                        f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
@@ -231,6 +249,8 @@ class Trainer:
                        f"{self.elapsed:.0f}s")
 
     def _finish(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         title = f"{self.config.model} on {Path(self.config.data).name}"
         plot_curves(self.history, self.run_dir / "curves.png", title=title)
         if self.last_stats is not None and self.last_stats.confusion is not None:
@@ -277,6 +297,7 @@ class Trainer:
             ema=self.ema.state_dict() if self.ema else None,
             loader=self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None,
             epoch=self.epoch, step=self.step, elapsed=self.elapsed + partial_seconds,
+            eval_seconds=self.eval_seconds,
             best_top1=self.best_top1, history=self.history, rng=rng_state(), config=self.config.to_dict(),
         )
         save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", payload)
@@ -293,6 +314,7 @@ class Trainer:
             self.data.train.load_state_dict(state["loader"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.elapsed = float(state["elapsed"])
+        self.eval_seconds = float(state["eval_seconds"])
         self.best_top1 = float(state["best_top1"])
         self.history = list(state["history"])
         set_rng_state(state["rng"])

@@ -1,0 +1,79 @@
+"""Wall time for a recipe to reach 93% and 95% test accuracy on the real Fashion-MNIST.
+
+    python benchmarks/time_to_accuracy.py                      # the default recipe
+    python benchmarks/time_to_accuracy.py --recipe fast
+    python benchmarks/time_to_accuracy.py --set epochs=20 --set model=resnet32
+
+Evaluates on the full 10k test set after every epoch; "wall" counts training and
+evaluation. Writes benchmarks/results/time_to_accuracy-<recipe>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from resnetlab.train import resolve_config, train
+
+TARGETS = (93.0, 95.0)
+
+
+def machine() -> str:
+    """A one-line description of the machine (CPU model and core count, torch version)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    overrides = {}
+    for pair in args.set:
+        key, _, raw = pair.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            overrides[key] = raw
+    with tempfile.TemporaryDirectory() as runs:
+        config = resolve_config(args.recipe, overrides=dict(overrides, data="fashion-mnist", out=runs,
+                                                            name="tta", quiet=True))
+        train(config)
+        history = json.loads((Path(runs) / "tta" / "metrics.json").read_text())["history"]
+    reached = {}
+    for target in TARGETS:
+        row = next((r for r in history if r["test_top1"] >= target), None)
+        reached[str(target)] = None if row is None else dict(epoch=row["epoch"], wall_s=round(row["wall_s"], 1))
+    result = dict(recipe=args.recipe, overrides=overrides, machine=machine(), reached=reached,
+                  final_top1=history[-1]["test_top1"], best_top1=max(r["test_top1"] for r in history),
+                  epochs=[dict(epoch=r["epoch"], test_top1=round(r["test_top1"], 2), wall_s=round(r["wall_s"], 1),
+                               train_images_per_s=round(r["train_images_per_s"])) for r in history])
+    print(f"machine: {result['machine']}")
+    for target in TARGETS:
+        hit = reached[str(target)]
+        print(f"{target:.0f}%: " + (f"epoch {hit['epoch']}, {hit['wall_s']:.0f} s wall" if hit else "not reached"))
+    print(f"final {result['final_top1']:.2f}%, best {result['best_top1']:.2f}%")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"time_to_accuracy-{args.recipe}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
