@@ -1,0 +1,131 @@
+"""Pieces the experiments share: data choice, validation, batches, CSV, machine description."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset
+from ..fileio import atomic_write_text
+from ..models import get_spec
+
+__all__ = ["choose_data", "load_split", "check_depths", "endless", "fixed_batch", "write_csv",
+           "mean_std", "describe_machine", "default_out", "crop_pad"]
+
+SYNTHETIC_SAMPLES = {"train": 2048, "test": 1000}
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def choose_data(data: str, data_dir: Optional[str | Path] = None) -> Tuple[str, str]:
+    """The dataset to use and a sentence saying why: 'auto' is CIFAR-10 when found, else Fashion-MNIST."""
+    key = data.strip().lower()
+    if key != "auto":
+        if key not in DATASETS:
+            raise ValueError(f"unknown dataset {data!r}; accepted: auto, {', '.join(DATASETS)}")
+        return key, f"{key} (asked for)"
+    try:
+        folder = find_data("cifar10", data_dir)
+    except FileNotFoundError:
+        return "fashion-mnist", "fashion-mnist (CIFAR-10 was not found, so the Fashion-MNIST fallback)"
+    return "cifar10", f"cifar10 (found in {folder})"
+
+
+def load_split(name: str, split: str, data_dir: Optional[str | Path] = None) -> ArrayDataset:
+    """One split of a named dataset in memory; the synthetic one is 32x32 RGB, 10 classes."""
+    if name == "synthetic":
+        return load_dataset("synthetic", split, num_samples=SYNTHETIC_SAMPLES[split])
+    return load_dataset(name, split, data_dir)
+
+
+def crop_pad(dataset: ArrayDataset) -> int:
+    """Padding of the random crop: 4 pixels for 32x32 images (the paper's), 2 for 28x28."""
+    return 4 if dataset.image_shape[1] >= 32 else 2
+
+
+def check_depths(depths: Sequence[int], minimum: int = 1) -> List[int]:
+    """Distinct CIFAR depths (6n+2) in increasing order; ValueError names a bad one."""
+    if len(depths) == 0:
+        raise ValueError("give at least one depth, e.g. --depths 20 56")
+    for depth in depths:
+        get_spec(f"resnet{int(depth)}")  # raises with the accepted depths
+    unique = sorted({int(d) for d in depths})
+    if len(unique) < minimum:
+        raise ValueError(f"need at least {minimum} different depths, got {list(depths)}")
+    return unique
+
+
+def check_common(batch_size: int, lr: float, precision: str, device: torch.device) -> None:
+    """Reject impossible training settings in one line."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+
+
+def endless(loader: DeviceLoader) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``loader`` epoch after epoch, each epoch with its own shuffle."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def fixed_batch(dataset: ArrayDataset, count: int, device: torch.device,
+                channels_last: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` images, normalized, not augmented: the same batch for every model."""
+    head = dataset.subset(range(min(count, len(dataset))))
+    loader = DeviceLoader(head, len(head), train=False, device=device, channels_last=channels_last)
+    return next(iter(loader))
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Dict[str, Any]]) -> Path:
+    """Write rows (dicts with exactly ``columns``) as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def describe_machine(device: torch.device) -> str:
+    """One line: CPU, cores, torch threads, GPU if used, torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, {platform.system()}")
+    if device.type == "cuda":
+        text += f"; GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def default_out(prefix: str) -> Path:
+    """runs/<prefix>-<timestamp>."""
+    return Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
