@@ -38,6 +38,19 @@ def choose_data(data: str, data_dir: Optional[str | Path] = None) -> Tuple[str, 
     return "cifar10", f"cifar10 (found in {folder})"
 
 
+def load_data(data: str, data_dir: Optional[str | Path], batch_size: int,
+              test_subset: int = 0) -> Tuple[str, str, ArrayDataset, ArrayDataset]:
+    """The chosen dataset's name, why it was chosen, its train split and (first ``test_subset``) test split."""
+    name, note = choose_data(data, data_dir)
+    train_set = load_split(name, "train", data_dir)
+    test_set = load_split(name, "test", data_dir)
+    if test_subset:
+        test_set = test_set.subset(range(min(test_subset, len(test_set))))
+    if batch_size > len(train_set):
+        raise ValueError(f"batch size {batch_size} is larger than the {len(train_set)} training images")
+    return name, note, train_set, test_set
+
+
 def load_split(name: str, split: str, data_dir: Optional[str | Path] = None) -> ArrayDataset:
     """One split of a named dataset in memory; the synthetic one is 32x32 RGB, 10 classes."""
     if name == "synthetic":

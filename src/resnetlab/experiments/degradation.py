@@ -36,7 +36,7 @@ from ..train.config import TrainConfig
 from ..train.engine import EpochStats, TrainingDiverged, evaluate, train_steps
 from ..train.optim import build_optimizer, build_scheduler
 from ..train.run import resolve_device
-from .common import check_common, check_depths, choose_data, crop_pad, default_out, endless, load_split, write_csv
+from .common import check_common, check_depths, crop_pad, default_out, endless, load_data, write_csv
 from .figures import plot_degradation
 from .report import degradation_report, final_errors
 
@@ -224,13 +224,7 @@ def run_degradation(depths: Sequence[int] = (20, 56), *, data: str = "auto", dat
     if test_subset < 0:
         raise ValueError(f"test_subset must be >= 0 (0: the whole test set), got {test_subset}")
 
-    name, data_note = choose_data(data, data_dir)
-    train_set = load_split(name, "train", data_dir)
-    test_set = load_split(name, "test", data_dir)
-    if test_subset:
-        test_set = test_set.subset(range(min(test_subset, len(test_set))))
-    if batch_size > len(train_set):
-        raise ValueError(f"batch size {batch_size} is larger than the {len(train_set)} training images")
+    name, data_note, train_set, test_set = load_data(data, data_dir, batch_size, test_subset)
     setup = _Setup(train_set, DeviceLoader(test_set, 500, train=False, device=torch_device, channels_last=True),
                    torch_device, batch_size, lr, schedule, shortcut, precision, crop_pad(train_set))
     runs = [(kind, depth) for depth in depth_list for kind in ("plain", "residual")]

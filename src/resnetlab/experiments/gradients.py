@@ -36,12 +36,11 @@ from ..train.run import resolve_device
 from .common import (
     check_common,
     check_depths,
-    choose_data,
     crop_pad,
     default_out,
     endless,
     fixed_batch,
-    load_split,
+    load_data,
     write_csv,
 )
 from .figures import plot_gradients, plot_responses
@@ -142,11 +141,7 @@ def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NO
     if response_images < 1:
         raise ValueError(f"response_images must be >= 1, got {response_images}")
 
-    name, data_note = choose_data(data, data_dir)
-    train_set = load_split(name, "train", data_dir)
-    test_set = load_split(name, "test", data_dir)
-    if batch_size > len(train_set):
-        raise ValueError(f"batch size {batch_size} is larger than the {len(train_set)} training images")
+    name, data_note, train_set, test_set = load_data(data, data_dir, batch_size)
     grad_batch = fixed_batch(train_set, batch_size, torch_device)
     test_images, _ = fixed_batch(test_set, response_images, torch_device)
     calibration_images, _ = fixed_batch(train_set, CALIBRATION_IMAGES, torch_device)
