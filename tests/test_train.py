@@ -181,3 +181,15 @@ def test_train_on_an_image_folder_then_predict(tmp_path):
     assert metadata["class_names"] == ["blue", "red"] and metadata["preprocessing"]["input_size"] == [32, 32]
     (prediction,) = Predictor(run / "best.safetensors").predict([folder / "red" / "0.png"], topk=2)
     assert sorted(prediction.classes) == ["blue", "red"]
+
+
+def test_confusion_matrix_agrees_with_top1_even_with_tied_logits():
+    from resnetlab.train.engine import evaluate
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 3)  # every class ties
+
+    batches = [(torch.zeros(4, 1), torch.tensor([0, 1, 2, 2]))]
+    stats = evaluate(Constant(), batches, device=torch.device("cpu"), num_classes=3)
+    assert 100.0 * stats.confusion.trace() / stats.confusion.sum() == stats.result("test")["test_top1"]

@@ -36,7 +36,8 @@ class EpochStats:
     seconds: float = 0.0
     confusion: Optional[torch.Tensor] = field(default=None, repr=False)
 
-    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Add a batch; returns its top-1 predictions."""
         n = target.shape[0]
         self.loss_sum += float(loss) * n
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -44,6 +45,7 @@ class EpochStats:
         self.correct1 += int(hits[:, 0].sum())
         self.correct5 += int(hits.any(dim=1).sum())
         self.samples += n
+        return top[:, 0]
 
     def result(self, prefix: str) -> Dict[str, float]:
         n = max(1, self.samples)
@@ -103,8 +105,8 @@ def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
         with autocast(device, precision):
             logits = model(x).float()
         loss = F.cross_entropy(logits, y)
-        stats.update(loss, logits, y)
-        pairs = (y * num_classes + logits.argmax(1)).cpu()
+        predicted = stats.update(loss, logits, y)  # the same top-1 as the accuracy (ties included)
+        pairs = (y * num_classes + predicted).cpu()
         stats.confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
     stats.seconds = time.perf_counter() - start
     return stats
