@@ -193,3 +193,21 @@ def test_confusion_matrix_agrees_with_top1_even_with_tied_logits():
     batches = [(torch.zeros(4, 1), torch.tensor([0, 1, 2, 2]))]
     stats = evaluate(Constant(), batches, device=torch.device("cpu"), num_classes=3)
     assert 100.0 * stats.confusion.trace() / stats.confusion.sum() == stats.result("test")["test_top1"]
+
+
+def test_flip_tta_averages_the_logits_of_image_and_mirror():
+    from resnetlab.train.engine import evaluate
+
+    class Asymmetric(torch.nn.Module):
+        def forward(self, x):
+            left = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))
+            return torch.stack([left, -left], dim=1)
+
+    x = torch.zeros(2, 1, 2, 4)
+    x[0, ..., :2] = 1.0  # image 0 is bright on the left; its mirror on the right
+    y = torch.tensor([0, 1])
+    plain = evaluate(Asymmetric(), [(x, y)], device=torch.device("cpu"), num_classes=2)
+    tta = evaluate(Asymmetric(), [(x, y)], device=torch.device("cpu"), num_classes=2, flip_tta=True)
+    expected = (Asymmetric()(x) + Asymmetric()(x.flip(3))) / 2
+    assert plain.result("test")["test_loss"] != tta.result("test")["test_loss"]
+    assert abs(tta.result("test")["test_loss"] - float(torch.nn.functional.cross_entropy(expected, y))) < 1e-6

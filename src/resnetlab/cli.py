@@ -136,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train.inference import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
-                                 args.device, args.split)
+                                 args.device, args.split, args.flip_tta)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -249,6 +249,7 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix here")
+    p.add_argument("--flip-tta", action="store_true", help="average the logits of each image and its mirror")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

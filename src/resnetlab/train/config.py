@@ -55,6 +55,7 @@ class TrainConfig:
     pad: int = 4
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights
+    flip_tta: bool = False  # evaluate on each image and its mirror, averaging the logits
 
     precision: str = "bf16"
     channels_last: bool = True

@@ -95,8 +95,12 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], *,
-             device: torch.device, num_classes: int, precision: str = "fp32") -> EpochStats:
-    """Loss, top-1, top-5 and the confusion matrix (rows: true class, columns: predicted)."""
+             device: torch.device, num_classes: int, precision: str = "fp32",
+             flip_tta: bool = False) -> EpochStats:
+    """Loss, top-1, top-5 and the confusion matrix (rows: true class, columns: predicted).
+
+    With ``flip_tta`` the logits are the mean over the image and its horizontal mirror.
+    """
     model.eval()
     stats = EpochStats(confusion=torch.zeros(num_classes, num_classes, dtype=torch.long))
     start = time.perf_counter()
@@ -104,6 +108,8 @@ def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(x).float()
+            if flip_tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
         loss = F.cross_entropy(logits, y)
         predicted = stats.update(loss, logits, y)  # the same top-1 as the accuracy (ties included)
         pairs = (y * num_classes + predicted).cpu()

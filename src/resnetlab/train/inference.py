@@ -25,7 +25,7 @@ def _check_arch(metadata: Dict[str, Any], model_name: Optional[str], weights: Un
 
 def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional[str] = None,
                         model_name: Optional[str] = None, batch_size: int = 256, device: str = "auto",
-                        split: str = "test") -> Dict[str, Any]:
+                        split: str = "test", flip_tta: bool = False) -> Dict[str, Any]:
     """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a checkpoint on a dataset."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -45,7 +45,7 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
         raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; {data} has {channels}")
     if len(classes) != model.num_classes:
         raise ValueError(f"weights {weights} have {model.num_classes} classes; {data} has {len(classes)}")
-    stats = evaluate(model, batches, device=target, num_classes=len(classes))
+    stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta)
     confusion = stats.confusion
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     return dict(stats.result("test"), classes=list(classes), per_class_top1=per_class,

@@ -223,7 +223,8 @@ class Trainer:
 
     def _end_epoch(self, train_stats: EpochStats) -> None:
         test = evaluate(self._eval_model(), self.data.test, device=self.device,
-                        num_classes=len(self.data.classes), precision=self.config.precision)
+                        num_classes=len(self.data.classes), precision=self.config.precision,
+                        flip_tta=self.config.flip_tta)
         self.last_stats = test
         self.eval_seconds += test.seconds
         row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
