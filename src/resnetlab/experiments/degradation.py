@@ -262,8 +262,10 @@ def run_degradation(depths: Sequence[int] = (20, 56), *, data: str = "auto", dat
                     batch_size=batch_size, lr=lr, schedule=schedule, seeds=seeds, shortcut=shortcut,
                     precision=precision, pad=setup.pad, train_images=len(train_set), test_images=len(test_set),
                     device=torch_device, wall_s=wall_s)
-    params = {m: sum(p.numel() for p in setup.model(k, d)[1].parameters())
-              for k, d in runs for m in [f"{'plain' if k == 'plain' else 'resnet'}{d}"]}
+    params: Dict[str, int] = {}
+    for kind, depth in runs:
+        model_name, model = setup.model(kind, depth)
+        params[model_name] = sum(p.numel() for p in model.parameters())
     title = (f"{name}: {iterations} iterations, batch {batch_size}, "
              f"{seeds} seed{'s' if seeds > 1 else ''}, shortcut {shortcut}")
     csv_path = write_csv(out_dir / "degradation.csv", COLUMNS, rows)
