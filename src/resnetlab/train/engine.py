@@ -36,10 +36,10 @@ class EpochStats:
     seconds: float = 0.0
     confusion: Optional[torch.Tensor] = field(default=None, repr=False)
 
-    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Add a batch; returns its top-1 predictions."""
+    def update(self, loss: float, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Add a batch (its mean loss and logits); returns its top-1 predictions."""
         n = target.shape[0]
-        self.loss_sum += float(loss) * n
+        self.loss_sum += loss * n
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top.eq(target[:, None])
         self.correct1 += int(hits[:, 0].sum())
@@ -86,7 +86,7 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        stats.update(loss.detach(), logits.detach(), y)
+        stats.update(value, logits.detach(), y)  # the loss was read back once, above
         stats.seconds = time.perf_counter() - start
         if on_step is not None and on_step(stats):
             break
@@ -111,7 +111,7 @@ def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
             if flip_tta:
                 logits = (logits + model(x.flip(3)).float()) / 2
         loss = F.cross_entropy(logits, y)
-        predicted = stats.update(loss, logits, y)  # the same top-1 as the accuracy (ties included)
+        predicted = stats.update(float(loss), logits, y)  # the same top-1 as the accuracy (ties included)
         pairs = (y * num_classes + predicted).cpu()
         stats.confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
     stats.seconds = time.perf_counter() - start
