@@ -133,14 +133,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .train.inference import evaluate_checkpoint
+    from .inference import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
-                                 args.device, args.split, args.flip_tta)
+                                 args.device, args.split, args.flip_tta, args.engine, args.precision,
+                                 args.calibration)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.data} {args.split}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
+        engine = "" if (args.engine, args.precision) == ("torch", "fp32") else f" [{args.engine} {args.precision}]"
+        print(f"{args.data} {args.split}{engine}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
               f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
         width = max(len(c) for c in result["classes"])
         for name, accuracy in zip(result["classes"], result["per_class_top1"]):
@@ -157,11 +159,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .train.inference import Predictor
+    from .inference import Predictor
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
-    predictor = Predictor(args.weights, args.model, args.device)
+    predictor = Predictor(args.weights, args.model, args.device, args.engine, args.precision, args.calibration)
     failures = 0
     for prediction in predictor.predict(args.images, args.topk):
         if prediction.error:
@@ -171,6 +173,97 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ranked = ", ".join(f"{c} {p:.3f}" for c, p in zip(prediction.classes, prediction.probabilities))
         print(f"{prediction.path}: {ranked}")
     return 1 if failures else 0
+
+
+# ---------------------------------------------------------------- export / bench
+
+
+def _metadata_for_export(metadata: Dict[str, Any], arch: Optional[str]) -> Dict[str, Any]:
+    keys = ("arch", "options", "class_names", "preprocessing")
+    stored = {key: metadata[key] for key in keys if metadata.get(key) is not None}
+    if arch:
+        stored["arch"] = arch
+    return stored
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data.inputs import input_size, load_inputs
+    from .export import FORMATS, PRECISIONS, check_choice, export_model
+    from .inference import calibration_images
+    from .weights import load_model
+
+    fmt = check_choice(args.format, FORMATS, "format")
+    precision = check_choice(args.precision, PRECISIONS, "precision")
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    model, metadata = load_model(args.weights, args.model)
+    preprocessing = metadata.get("preprocessing") or {}
+    calibration = (calibration_images(args.calibration, metadata, model.in_chans, args.data_dir)
+                   if precision == "int8" else None)
+    source = args.data or args.calibration or (preprocessing.get("dataset") if preprocessing else None)
+    if source:
+        sample = load_inputs(source, preprocessing, model.in_chans, args.samples, "test", args.data_dir)
+        inputs, described = sample.images, sample.description
+    else:
+        height, width = input_size(preprocessing)
+        inputs = torch.randn(args.samples, model.in_chans, height, width, generator=torch.Generator().manual_seed(0))
+        described = f"random normal images ({args.samples} at {height}x{width}; pass --data for real ones)"
+    suffix = {"onnx": ".onnx", "torchscript": ".ts", "safetensors": ".safetensors"}[fmt]
+    output = Path(args.output or Path(args.weights).with_name(f"{Path(args.weights).stem}-{precision}{suffix}"))
+    if output.resolve() == Path(args.weights).resolve():
+        raise UsageError(f"output {output} would overwrite the weights; pass -o")
+    result = export_model(model, output, fmt, precision, inputs=inputs, calibration=calibration,
+                          dynamic_batch=args.dynamic_batch, metadata=_metadata_for_export(metadata, args.model),
+                          min_agreement=args.min_agreement, max_abs_diff=args.max_abs_diff, inputs_name=described)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"verified on {described}: {result.agreement.describe()}")
+    print(f"wrote {result.path} ({result.bytes / 1e6:.2f} MB, {fmt} {precision})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import PATHS, format_report, run_bench
+    from .data.inputs import load_inputs
+    from .models import build_model
+    from .weights import load_model
+
+    options = parse_options(args.option)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.weights:
+        model, metadata = load_model(args.weights, args.model, **options)
+        arch = args.model or metadata["arch"]
+    else:
+        if not args.model:
+            raise UsageError("pass --model NAME or --weights FILE")
+        torch.manual_seed(0)
+        model, metadata, arch = build_model(args.model, **options).eval(), {}, args.model
+    check = None
+    if args.data:
+        sample = load_inputs(args.data, metadata.get("preprocessing"), model.in_chans, args.samples, "test",
+                             args.data_dir)
+        check = (sample.images, sample.labels, sample.description)
+    paths = args.paths or list(PATHS)
+
+    def progress(result: Any) -> None:
+        if not args.json:
+            state = result.error or f"{result.images_per_s:.1f} img/s"
+            print(f"  {result.name}: {state}", file=sys.stderr, flush=True)
+
+    report = run_bench(model, arch, batch=args.batch, size=args.size, seconds=args.seconds, check=check,
+                       paths=paths, weights=args.weights or "random init (seed 0)", progress=progress)
+    if args.output:
+        from .fileio import atomic_write_text
+
+        atomic_write_text(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0
 
 
 # ---------------------------------------------------------------- experiment
@@ -205,6 +298,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser and entry point
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="torch", help="torch or onnx (ONNX Runtime; weights may be an .onnx file)")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 (torch) or int8")
+    parser.add_argument("--calibration", metavar="DATA", help="int8 calibration images: dataset name, image folder "
+                        "or .npy/.pt tensor (default: the data's or the checkpoint's dataset)")
 
 
 def build_parser() -> Parser:
@@ -250,6 +350,7 @@ def build_parser() -> Parser:
     p.add_argument("--device", default="auto")
     p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix here")
     p.add_argument("--flip-tta", action="store_true", help="average the logits of each image and its mirror")
+    add_engine_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -259,7 +360,47 @@ def build_parser() -> Parser:
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
+    add_engine_flags(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write ONNX, TorchScript or safetensors, verified against PyTorch")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--format", required=True, help="onnx, torchscript or safetensors")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 (torchscript, safetensors) or int8 "
+                   "(onnx, torchscript)")
+    p.add_argument("-o", "--output", help="file to write (default: next to the weights, e.g. best-fp32.onnx)")
+    p.add_argument("--model", help="architecture, for checkpoints that do not name it")
+    p.add_argument("--calibration", metavar="DATA", help="int8 calibration images: dataset name (train split), "
+                   "image folder, or .npy/.pt float N x C x H x W tensor")
+    p.add_argument("--data", metavar="DATA", help="verification images (test split of a dataset, a folder or a "
+                   "tensor file; default: --calibration, else the checkpoint's dataset, else random)")
+    p.add_argument("--data-dir")
+    p.add_argument("--samples", type=int, default=256, help="verification images (default 256)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="ONNX batch dimension left dynamic (default) or fixed at 1")
+    p.add_argument("--min-agreement", type=float, help="bf16/int8: least top-1 agreement kept (default 0.98/0.95)")
+    p.add_argument("--max-abs-diff", type=float, help="fp32: largest logit difference kept, times max(1, "
+                   "largest |logit|) (default 1e-4)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="inference images/s and latency of every path, against torchvision")
+    p.add_argument("--model", help="zoo name (default: the one the weights name)")
+    p.add_argument("--weights", help="checkpoint (default: random weights, seed 0)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--data", help="check each path's top-1 agreement (and accuracy) on this dataset's test split")
+    p.add_argument("--data-dir")
+    p.add_argument("--samples", type=int, default=1000, help="check images (default 1000)")
+    p.add_argument("--seconds", type=float, default=10.0, help="timing per path (default 10)")
+    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled bf16 onnx-fp32 "
+                   "int8 onnx-int8")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. -o in_chans=3 (weights are adapted)")
+    p.add_argument("--output", metavar="JSON", help="also write the report here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("experiment", help="reproduce the paper: degradation, gradient flow")
     experiments = p.add_subparsers(dest="experiment", parser_class=Parser, required=True)

@@ -307,11 +307,13 @@ def _tensors_for_saving(model: nn.Module) -> Dict[str, Tensor]:
 def save_weights(model: nn.Module, path: PathLike, arch: str,
                  options: Optional[Mapping[str, Any]] = None,
                  class_names: Optional[Sequence[str]] = None,
-                 preprocessing: Optional[Mapping[str, Any]] = None) -> Path:
+                 preprocessing: Optional[Mapping[str, Any]] = None,
+                 dtype: Optional[torch.dtype] = None) -> Path:
     """Write the model's weights and how to rebuild it to a safetensors file, atomically.
 
     ``preprocessing`` (mean, std, input_size, dataset) tells eval and predict how to
-    prepare inputs as training did.
+    prepare inputs as training did. ``dtype`` (e.g. torch.bfloat16) stores the floating
+    point tensors in that type; loading casts them back to the model's.
     """
     path = Path(path)
     try:
@@ -324,6 +326,8 @@ def save_weights(model: nn.Module, path: PathLike, arch: str,
     except TypeError as exc:
         raise ValueError(f"options must be JSON values (numbers, strings, lists): {_short(exc)}") from None
     tensors = _tensors_for_saving(model)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 

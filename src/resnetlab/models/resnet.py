@@ -35,6 +35,17 @@ def _no_norm(_: int) -> nn.Module:
     return nn.Identity()
 
 
+def check_input_size(x: Tensor, min_size: int, stem: str) -> None:
+    """Raise a readable ValueError unless x is N x C x H x W with H, W >= min_size."""
+    if x.dim() != 4 or x.shape[-1] < min_size or x.shape[-2] < min_size:
+        raise ValueError("input of shape " + str(list(x.shape)) + " is too small for the " + stem
+                         + " stem: expected N x C x H x W with H, W >= " + str(min_size))
+
+
+# torch.fx (int8 quantization) records the check as one call instead of tracing into it.
+torch.fx.wrap("check_input_size")
+
+
 class ResNet(nn.Module):
     """A residual (or plain) network.
 
@@ -187,10 +198,7 @@ class ResNet(nn.Module):
 
     def forward_stem(self, x: Tensor) -> Tensor:
         """The stem: conv1, bn1, relu and (for ImageNet stems) max-pool."""
-        if x.dim() != 4 or x.shape[-1] < self.min_input_size or x.shape[-2] < self.min_input_size:
-            raise ValueError("input of shape " + str(list(x.shape)) + " is too small for the "
-                             + self.stem_kind + " stem: expected N x C x H x W with H, W >= "
-                             + str(self.min_input_size))
+        check_input_size(x, self.min_input_size, self.stem_kind)
         x = self.conv1(x)
         x = self.bn1(x)
         x = self.relu(x)

@@ -1,0 +1,166 @@
+"""Evaluate a checkpoint on a dataset and predict the classes of image files, on PyTorch or
+ONNX Runtime, in fp32, bf16 or int8."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .data import DATASETS, DeviceLoader, ImageFolderData, load_dataset
+from .data.inputs import ImagePreprocess, expand_paths, input_size, load_inputs
+from .export import (
+    ENGINES,
+    FORMAT_PRECISIONS,
+    PRECISIONS,
+    OnnxModel,
+    check_choice,
+    optimize_for_inference,
+    write_export,
+)
+from .train.engine import evaluate
+from .train.run import resolve_device
+from .weights import load_model
+
+CALIBRATION_IMAGES = 512
+
+
+def _check_arch(metadata: Dict[str, Any], model_name: Optional[str], weights: Union[str, Path]) -> None:
+    arch = metadata.get("arch")
+    if model_name and arch and model_name != arch:
+        raise ValueError(f"weights {weights} are a {arch}, not a {model_name}")
+
+
+def calibration_images(calibration: Optional[str], metadata: Dict[str, Any], in_chans: int,
+                       data_dir: Optional[str] = None) -> torch.Tensor:
+    """Images to calibrate int8 ranges on: ``calibration`` (a dataset's train split, a folder or a
+    tensor file), else the train split of the dataset the checkpoint was trained on."""
+    preprocessing = metadata.get("preprocessing") or {}
+    source = calibration or (preprocessing.get("dataset") if preprocessing.get("dataset") in DATASETS else None)
+    if not source:
+        raise ValueError("int8 needs calibration images: pass --calibration DATA (a dataset name, an image folder, "
+                         "or a .npy / .pt tensor file)")
+    return load_inputs(source, preprocessing, in_chans, CALIBRATION_IMAGES, "train", data_dir).images
+
+
+def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = None, engine: str = "torch",
+                       precision: str = "fp32", calibration: Optional[str] = None, data_dir: Optional[str] = None,
+                       device: str = "auto", compile: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The model in ``weights`` ready to run on ``engine`` (torch or onnx) in ``precision``, and its metadata.
+
+    ``weights`` is a checkpoint load_model reads or, for the onnx engine, an .onnx file from
+    ``resnetlab export``. With the onnx engine a checkpoint is exported on the fly. int8
+    calibrates on ``calibration`` (see calibration_images).
+    """
+    check_choice(engine, ENGINES, "engine")
+    check_choice(precision, PRECISIONS, "precision")
+    if Path(weights).suffix == ".onnx":
+        if engine != "onnx":
+            raise ValueError(f"{weights} is an ONNX model: run it with --engine onnx")
+        if precision != "fp32":
+            raise ValueError(f"{weights}: an ONNX file keeps the precision it was exported in; "
+                             f"leave --precision out (got {precision})")
+        onnx_model = OnnxModel(weights)
+        _check_arch(onnx_model.metadata, model_name, weights)
+        return onnx_model, onnx_model.metadata
+    model, metadata = load_model(weights, model_name)
+    _check_arch(metadata, model_name, weights)
+    target = resolve_device(device)
+    calibration_set = (calibration_images(calibration, metadata, model.in_chans, data_dir)
+                       if precision == "int8" else None)
+    if engine == "onnx":
+        check_choice(precision, FORMAT_PRECISIONS["onnx"], "ONNX Runtime precision")
+        example = torch.zeros(2, model.in_chans, *input_size(metadata.get("preprocessing") or {}))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.onnx"
+            write_export(model, path, "onnx", precision, example, calibration_set, True, metadata)
+            return OnnxModel(path), metadata
+    if precision == "fp32":
+        return model.to(target), metadata
+    if precision == "int8" and target.type != "cpu":
+        raise ValueError(f"int8 (torch) runs on the CPU; got device {target}: pass --device cpu")
+    return optimize_for_inference(model.to(target), precision, calibration_set, compile=compile), metadata
+
+
+def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional[str] = None,
+                        model_name: Optional[str] = None, batch_size: int = 256, device: str = "auto",
+                        split: str = "test", flip_tta: bool = False, engine: str = "torch",
+                        precision: str = "fp32", calibration: Optional[str] = None) -> Dict[str, Any]:
+    """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a checkpoint on a dataset.
+
+    int8 calibrates on ``calibration``, else on the train split of ``data`` when it is a
+    dataset name, else on the checkpoint's own dataset.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    target = torch.device("cpu") if engine == "onnx" else resolve_device(device)
+    if precision == "int8" and calibration is None and data.lower() in DATASETS:
+        calibration = data
+    model, metadata = load_for_inference(weights, model_name, engine, precision, calibration, data_dir,
+                                         str(target))
+    if data.lower() in DATASETS:
+        dataset = load_dataset(data, split, data_dir)
+        classes, channels = dataset.classes, dataset.image_shape[0]
+        batches: Any = DeviceLoader(dataset, batch_size, train=False, device=target)
+    else:
+        folder = ImageFolderData(data, image_size=input_size(metadata.get("preprocessing") or {})[0])
+        classes, channels = folder.classes, 3
+        batches = folder.val_loader(batch_size, workers=2)
+    if channels != model.in_chans:
+        raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; {data} has {channels}")
+    if len(classes) != model.num_classes:
+        raise ValueError(f"weights {weights} have {model.num_classes} classes; {data} has {len(classes)}")
+    stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta)
+    confusion = stats.confusion
+    per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
+    return dict(stats.result("test"), classes=list(classes), per_class_top1=per_class,
+                confusion=confusion.tolist(), samples=stats.samples, engine=engine,
+                precision="as exported" if Path(weights).suffix == ".onnx" else precision)
+
+
+@dataclass
+class Prediction:
+    """The top classes of one image, or why it could not be read."""
+
+    path: str
+    classes: List[str] = field(default_factory=list)
+    probabilities: List[float] = field(default_factory=list)
+    error: str = ""
+
+
+class Predictor:
+    """A checkpoint ready to classify image files as its training prepared them."""
+
+    def __init__(self, weights: Union[str, Path], model_name: Optional[str] = None, device: str = "auto",
+                 engine: str = "torch", precision: str = "fp32", calibration: Optional[str] = None) -> None:
+        self.device = torch.device("cpu") if engine == "onnx" else resolve_device(device)
+        model, metadata = load_for_inference(weights, model_name, engine, precision, calibration,
+                                             device=str(self.device))
+        self.model: nn.Module = model.eval()
+        self.in_chans = model.in_chans
+        self.preprocess = ImagePreprocess(metadata.get("preprocessing"), self.in_chans)
+        self.class_names = metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
+
+    def load_image(self, path: Union[str, Path]) -> torch.Tensor:
+        """Read any image file as a normalized C x H x W tensor (grayscale or RGB as the model needs)."""
+        return self.preprocess(path)
+
+    @torch.no_grad()
+    def predict(self, paths: Sequence[Union[str, Path]], topk: int = 5) -> Iterator[Prediction]:
+        """Top-k classes with probabilities for each file; unreadable files give an error entry."""
+        k = max(1, min(topk, len(self.class_names)))
+        for path in expand_paths(paths):
+            try:
+                x = self.load_image(path)
+            except Exception as error:  # PIL raises many kinds for a bad file
+                reason = " ".join(str(error).split())[:160] or type(error).__name__
+                yield Prediction(str(path), error=f"cannot read image: {reason}")
+                continue
+            probs = torch.softmax(self.model(x.unsqueeze(0).to(self.device)).float(), dim=1)[0]
+            top = probs.topk(k)
+            yield Prediction(str(path), [self.class_names[i] for i in top.indices.tolist()],
+                             [round(float(p), 6) for p in top.values])
