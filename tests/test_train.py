@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnetlab.inference import Predictor, evaluate_checkpoint
 from resnetlab.train import RECIPES, Trainer, TrainingDiverged, resolve_config, resume, train
 from resnetlab.train.config import load_toml, to_toml
-from resnetlab.inference import Predictor, evaluate_checkpoint
 from resnetlab.weights import read_checkpoint
 
 TINY = dict(model="resnet8", data="synthetic", batch_size=32, epochs=2, precision="fp32", channels_last=False,

@@ -141,7 +141,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        engine = "" if (args.engine, args.precision) == ("torch", "fp32") else f" [{args.engine} {args.precision}]"
+        run_on = (result["engine"], result["precision"])
+        engine = "" if run_on == ("torch", "fp32") else f" [{' '.join(run_on)}]"
         print(f"{args.data} {args.split}{engine}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
               f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
         width = max(len(c) for c in result["classes"])

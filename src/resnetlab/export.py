@@ -298,7 +298,7 @@ def _onnx_int8(source: Path, target: Path, calibration: Tensor, batch_size: int 
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch.float().numpy()}
 
-    prepared = target.with_suffix(".pre.onnx")
+    prepared = source.with_name("preprocessed.onnx")  # beside source, in its temporary folder
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
