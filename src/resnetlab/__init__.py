@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .analysis import count_macs, format_summary, model_info, summarize
+from .export import export_model, fold_batchnorm, optimize_for_inference
 from .models import BasicBlock, Bottleneck, ResNet, list_models
 from .models.zoo import build_model
 from .weights import load_model, load_weights, read_checkpoint, save_weights
@@ -35,5 +36,5 @@ def create_model(name: str, weights: Optional[Union[str, Path]] = None, strict: 
 __all__ = [
     "BasicBlock", "Bottleneck", "ResNet", "create_model", "list_models", "load_model", "load_weights",
     "read_checkpoint", "save_weights", "model_info", "summarize", "format_summary", "count_macs",
-    "__version__",
+    "optimize_for_inference", "fold_batchnorm", "export_model", "__version__",
 ]

@@ -146,6 +146,9 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     if precision == "int8":
         if calibration is None:
             raise ValueError("int8 needs calibration images (a float N x C x H x W tensor)")
+        device = next(model.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(f"int8 (torch FX, x86 kernels) runs on the CPU; the model is on {device}")
         if in_chans is not None:
             calibration = check_inputs(calibration, in_chans, "calibration data")
         prepared: nn.Module = quantize_int8(model, calibration)

@@ -1,0 +1,47 @@
+"""Inference images/s of every path against torchvision's eager fp32 model, in one run per model.
+
+    python benchmarks/inference.py                       # resnet18 and resnet50, random weights
+    python benchmarks/inference.py --weights runs/X/best.safetensors --data fashion-mnist -o in_chans=3
+
+Each path's ratio to the reference, its latency, and its top-1 agreement with fp32 (and
+accuracy, with --data) are printed; the JSON goes to benchmarks/results/inference-<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from resnetlab.cli import main
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--weights", nargs="+", default=[], help="one checkpoint per model, in order")
+    parser.add_argument("--data", help="dataset for the agreement and accuracy checks")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("-o", "--option", action="append", default=[])
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    for index, model in enumerate(args.models):
+        argv = ["bench", "--model", model, "--batch", str(args.batch), "--size", str(args.size),
+                "--seconds", str(args.seconds), "--output", str(RESULTS / f"inference-{model}.json")]
+        if index < len(args.weights):
+            argv += ["--weights", args.weights[index]]
+        if args.data:
+            argv += ["--data", args.data]
+        for option in args.option:
+            argv += ["-o", option]
+        code = main(argv)
+        if code:
+            raise SystemExit(code)
+        print()
+
+
+if __name__ == "__main__":
+    run()
