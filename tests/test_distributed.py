@@ -67,11 +67,11 @@ def parameter_keys(run_dir: Path) -> List[str]:
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
     """Two torchrun launches of 2 processes, one after the other: with batch norm, stopped after 6 of 8 steps;
-    and without normalization, with 2 micro-batches per process, run to the end."""
+    and without normalization, with 2 micro-batches per process and activation checkpointing, to the end."""
     out = tmp_path_factory.mktemp("runs")
     with_bn = torchrun(out, "bn", "--stop-after-steps", "6")
     output_bn = finish(with_bn)
-    no_norm = torchrun(out, "nonorm", "--accum-steps", "2", "-o", "norm_layer=none")
+    no_norm = torchrun(out, "nonorm", "--accum-steps", "2", "--checkpoint-activations", "-o", "norm_layer=none")
     output_no_norm = finish(no_norm)
     return out, output_bn, output_no_norm
 
@@ -103,7 +103,7 @@ def test_two_processes_equal_one_process_with_the_same_batch_norm_batches(two_pr
 
 def test_two_processes_with_accumulation_equal_one_process_without(two_process_runs, tmp_path):
     """Without normalization nothing depends on how the batch is cut: 2 processes x 2 micro-batches of 16
-    give the weights of 1 process taking the global batch of 64 at once."""
+    (and activations recomputed in backward) give the weights of 1 process taking the batch of 64 at once."""
     out, _, _ = two_process_runs
     single = one_process(tmp_path, "single", model_options=dict(norm_layer="none"))
     a, b = weights(out / "nonorm"), weights(single)

@@ -182,7 +182,10 @@ class Trainer:
             if error:
                 raise ValueError(error)
         # DistributedDataParallel starts every rank from rank 0's weights and averages gradients in backward.
-        self.ddp = DistributedDataParallel(self.model) if ranks.distributed else None
+        self.ddp = None
+        if ranks.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
         wrapped: nn.Module = self.ddp or self.model
         self.forward_model: nn.Module = torch.compile(wrapped) if config.compile else wrapped
         self.tensorboard = None
@@ -285,10 +288,10 @@ class Trainer:
             self.tensorboard.flush()
         if not self.config.quiet or self.step >= self.total_steps:
             self._print(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
-                       f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
-                       f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
-                       f"top5 {row['test_top5']:.2f}%  {row['train_images_per_s']:.0f} img/s  "
-                       f"{self.elapsed:.0f}s")
+                        f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
+                        f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
+                        f"top5 {row['test_top5']:.2f}%  {row['train_images_per_s']:.0f} img/s  "
+                        f"{self.elapsed:.0f}s")
 
     def _finish(self) -> None:
         if not self.ranks.main:
