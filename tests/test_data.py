@@ -443,6 +443,35 @@ def test_shards_are_disjoint_and_equal():
     assert sorted(evals[0] + evals[1]) == list(range(51))  # evaluation sees every sample once
 
 
+def test_a_global_batch_holds_the_same_samples_on_any_number_of_ranks():
+    ds = indexed_dataset(50)
+    one = epoch_labels(DeviceLoader(ds, 12, train=True, seed=3), 1)
+    for ranks in (2, 3, 4):
+        shards = [epoch_labels(DeviceLoader(ds, 12 // ranks, train=True, seed=3, rank=r, world_size=ranks), 1)
+                  for r in range(ranks)]
+        assert [sum(parts, []) for parts in zip(*shards)] == one  # rank r's slice of each global batch, in order
+    loose = [epoch_labels(DeviceLoader(ds, 4, train=True, seed=3, rank=r, world_size=2, drop_last=False), 1)
+             for r in range(2)]
+    assert [len(b) for b in loose[1]] == [4] * 6 + [1]  # the last 2 samples, one per rank
+    assert sorted(sum(sum(loose, []), [])) == list(range(50))
+
+
+def test_resume_under_another_number_of_ranks():
+    ds = indexed_dataset(50)
+    two = [DeviceLoader(ds, 4, train=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for loader in two:
+        loader.set_epoch(2)
+        iterator = iter(loader)
+        next(iterator), next(iterator)
+    one = DeviceLoader(ds, 8, train=True, seed=5)
+    one.load_state_dict(two[0].state_dict())
+    one.set_epoch(2)
+    reference = epoch_labels(DeviceLoader(ds, 8, train=True, seed=5), 2)
+    assert [y.tolist() for _, y in one] == reference[2:]
+    with pytest.raises(ValueError, match="global_batch=8, this loader has 12"):
+        DeviceLoader(ds, 6, train=True, seed=5, rank=0, world_size=2).load_state_dict(two[0].state_dict())
+
+
 def test_resume_mid_epoch():
     ds = indexed_dataset(50)
     loader = DeviceLoader(ds, 8, train=True, seed=7)

@@ -389,6 +389,33 @@ def test_resnet1202_forward_and_backward_on_cpu():
     assert model.layer3[-1].conv2.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name,options", [("resnet20", {}), ("resnet32", dict(shortcut="B")),
+                                          ("resnet18", dict(num_classes=10))])
+def test_activation_checkpointing_gives_the_same_gradients_and_running_statistics(name, options):
+    """Recomputing in backward runs batch norm twice; its running statistics must still update once."""
+    import copy
+
+    torch.manual_seed(0)
+    plain = build_model(name, **options).train()
+    recomputed = copy.deepcopy(plain)
+    recomputed.set_grad_checkpointing()
+    size = 32 if plain.stem_kind == "cifar" else 64
+    for _ in range(2):
+        x, y = torch.randn(4, 3, size, size), torch.randint(0, 10, (4,))
+        for model in (plain, recomputed):
+            model.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+    for (key, a), b in zip(plain.named_parameters(), recomputed.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), key
+    for (key, a), b in zip(plain.named_buffers(), recomputed.buffers()):
+        assert torch.equal(a, b), key
+    assert int(recomputed.bn1.num_batches_tracked) == 2
+    recomputed.eval()  # evaluation runs the plain path
+    with torch.no_grad():
+        x = torch.randn(2, 3, size, size)
+        assert torch.equal(recomputed(x), plain.eval()(x))
+
+
 def test_count_macs_on_real_tensors_equals_meta():
     model = build_model("resnet20")
     assert count_macs(model, (1, 3, 32, 32)) == model_info("resnet20")["macs"] == 40_551_040

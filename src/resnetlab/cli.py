@@ -116,13 +116,14 @@ def config_overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import resolve_config, resume, train
+    from .train.distributed import ranks_from_environment
 
     overrides = config_overrides(args)
     if args.resume:
         result = resume(args.resume, overrides)
     else:
         result = train(resolve_config(args.recipe, args.config, overrides))
-    if result["test_top1"] is None:
+    if result["test_top1"] is None or not ranks_from_environment().main:
         return 0
     run_dir = result["run_dir"]
     print(f"{result['eval_split']} accuracy {result['test_top1']:.2f}% (top-5 {result['test_top5']:.2f}%) "
@@ -447,11 +448,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``resnetlab`` command."""
     from .data import DownloadError
     from .train import TrainingDiverged
+    from .train.distributed import RankLost
 
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except TrainingDiverged as error:
+    except (TrainingDiverged, RankLost) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except UsageError as error:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
@@ -132,9 +132,9 @@ class ImageFolderData:
 
     def val_loader(self, batch_size: int, workers: int = 4, *, rank: int = 0, world_size: int = 1,
                    pin_memory: bool = False) -> DataLoader:
-        """Batches in folder order; with world_size > 1 the last shard is padded by DistributedSampler."""
-        sampler = None
-        if world_size > 1:
-            sampler = DistributedSampler(self.val_dataset, num_replicas=world_size, rank=rank, shuffle=False)
-        return DataLoader(self.val_dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
-                          num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
+        """Batches in folder order; with world_size > 1, every world_size-th image from rank's (each image once)."""
+        dataset = self.val_dataset
+        if world_size > 1:  # not DistributedSampler: it pads the last shard with repeated images
+            dataset = Subset(dataset, range(rank, len(dataset), world_size))
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                          pin_memory=pin_memory, persistent_workers=workers > 0)

@@ -48,7 +48,13 @@ def augment_batch(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, p
 
 
 class DeviceLoader:
-    """Batches of an ArrayDataset held on `device`: shuffled, augmented and normalized as tensor ops."""
+    """Batches of an ArrayDataset held on `device`: shuffled, augmented and normalized as tensor ops.
+
+    With ``world_size`` > 1 in training, ``batch_size`` is this rank's share: global batch b is
+    samples b*G .. (b+1)*G - 1 of the epoch's order (G = batch_size * world_size) and rank r takes
+    its r-th slice of batch_size. So a global batch holds the same samples whatever the number of
+    ranks, and a position saved by one number of ranks resumes exactly under another.
+    """
 
     def __init__(
         self,
@@ -96,15 +102,26 @@ class DeviceLoader:
         self.batch = 0  # batches of the current epoch already handed out
         if self.num_samples == 0:
             raise ValueError(f"{dataset.name}: {len(dataset)} samples give no batch of {batch_size} "
-                             f"for rank {rank} of {world_size}")
+                             f"per rank for {world_size} rank(s)")
 
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch."""
+        return len(self._positions())
+
+    def _positions(self) -> torch.Tensor:
+        """Where this rank's samples stand in the epoch's order (training) or in the dataset (evaluation)."""
         n = self.images.shape[0]
-        if self.train:  # equal shards, so every rank runs the same number of steps
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
+        if not self.train:  # every sample once, spread over the ranks
+            return torch.arange(self.rank, n, self.world_size)
+        global_batch = self.batch_size * self.world_size
+        full = n // global_batch
+        positions = torch.arange(full * global_batch).view(full, self.world_size, self.batch_size)[:, self.rank]
+        positions = positions.flatten()
+        if not self.drop_last:  # the last, smaller global batch, in equal slices
+            share = (n - full * global_batch) // self.world_size
+            positions = torch.cat([positions, full * global_batch + self.rank * share + torch.arange(share)])
+        return positions
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -118,16 +135,18 @@ class DeviceLoader:
             self.batch = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """Epoch and batch position, for exact resume."""
+        """Epoch and batch position, for exact resume (under any number of ranks with the same global batch)."""
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "batch_size": self.batch_size,
                 "world_size": self.world_size, "num_samples": self.images.shape[0]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; the next iteration starts at the saved batch."""
-        for key in ("seed", "batch_size", "world_size", "num_samples"):
-            mine = self.images.shape[0] if key == "num_samples" else getattr(self, key)
-            if key in state and state[key] != mine:
-                raise ValueError(f"loader state has {key}={state[key]}, this loader has {mine}")
+        saved = dict(state, global_batch=state["batch_size"] * state.get("world_size", 1))
+        mine = dict(seed=self.seed, global_batch=self.batch_size * self.world_size,
+                    num_samples=self.images.shape[0])
+        for key, value in mine.items():
+            if key in saved and saved[key] != value:
+                raise ValueError(f"loader state has {key}={saved[key]}, this loader has {value}")
         self.epoch = int(state["epoch"])
         self.batch = int(state["batch"])
 
@@ -138,14 +157,12 @@ class DeviceLoader:
             generator = epoch_generator(self.seed, self.epoch)
             order = torch.randperm(n, generator=generator)
             offsets, flips = draw_augmentation(n, self.pad, generator)
-            keep = n - n % self.world_size
-            order, offsets, flips = order[:keep], offsets[:keep], flips[:keep]
         else:
             order = torch.arange(n)
             offsets, flips = torch.zeros(n, 2, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
-        shard = slice(self.rank, None, self.world_size)
+        mine = self._positions()
         to = self.device
-        return order[shard].to(to), offsets[shard].to(to), flips[shard].to(to)
+        return order[mine].to(to), offsets[mine].to(to), flips[mine].to(to)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, offsets, flips = self._epoch_plan()

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import SHORTCUTS, BasicBlock, Bottleneck, NormLayer, conv3x3, make_shortcut, zero_last_norm_
+from .recompute import checkpoint_stage
 
 Block = Type[Union[BasicBlock, Bottleneck]]
 
@@ -158,6 +159,7 @@ class ResNet(nn.Module):
         for index in range(len(layers), MAX_STAGES):
             self.add_module(f"layer{index + 1}", nn.Identity())
         self.stage_names = stage_names
+        self.grad_checkpointing = False
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = (nn.Linear(self.num_features, num_classes) if num_classes > 0
@@ -207,11 +209,23 @@ class ResNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """The last stage's feature map (N x num_features x h x w)."""
         x = self.forward_stem(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return self._forward_stages_checkpointed(x)
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
         x = self.layer4(x)
         return x
+
+    @torch.jit.unused
+    def _forward_stages_checkpointed(self, x: Tensor) -> Tensor:
+        for name in self.stage_names:
+            x = checkpoint_stage(getattr(self, name), x)
+        return x
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """In training, recompute the stages' activations in backward instead of keeping them (less memory)."""
+        self.grad_checkpointing = enable
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Global average pool, then the classifier unless ``pre_logits``."""

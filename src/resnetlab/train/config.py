@@ -39,7 +39,8 @@ class TrainConfig:
 
     epochs: int = 10
     iterations: int = 0  # if > 0, train for this many steps instead of epochs
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch of one optimizer step, over all processes and micro-batches
+    accum_steps: int = 1  # micro-batches per step (gradient accumulation): batch_size / (processes * this) each
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -60,7 +61,10 @@ class TrainConfig:
     precision: str = "bf16"
     channels_last: bool = True
     compile: bool = False
-    device: str = "auto"
+    checkpoint_activations: bool = False  # recompute activations in backward: far less memory, ~1/3 more time
+    device: str = "auto"  # under torchrun, each process takes the GPU of its LOCAL_RANK
+    sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm)
+    dist_timeout: float = 300.0  # seconds a process waits for the others before failing with an error
     threads: int = 0  # CPU threads (0: torch's default)
     seed: int = 0
     deterministic: bool = False
@@ -190,6 +194,13 @@ def validate(config: TrainConfig) -> None:
         (config.clip_grad_norm >= 0, f"clip_grad_norm must be >= 0, got {config.clip_grad_norm}"),
         (config.train_subset >= 0 and config.test_subset >= 0, "train_subset and test_subset must be >= 0"),
         (config.pad >= 0, f"pad must be >= 0, got {config.pad}"),
+        (config.accum_steps >= 1, f"accum_steps must be >= 1, got {config.accum_steps}"),
+        (config.accum_steps < 1 or config.batch_size % config.accum_steps == 0,
+         f"batch_size {config.batch_size} must be a multiple of accum_steps {config.accum_steps}"),
+        (config.dist_timeout > 0, f"dist_timeout must be a positive number of seconds, got {config.dist_timeout}"),
+        (not (config.compile and config.checkpoint_activations),
+         "compile and checkpoint_activations cannot be combined (torch.compile rejects the recomputation "
+         "context that keeps batch-norm statistics right); choose one"),
     ]
     for ok, message in checks:
         if not ok:

@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -58,24 +58,35 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
                 optimizer: torch.optim.Optimizer, scheduler: Any, *, device: torch.device,
                 precision: str = "fp32", label_smoothing: float = 0.0, clip_grad_norm: float = 0.0,
                 scaler: Optional[torch.amp.GradScaler] = None, ema: Optional[nn.Module] = None,
-                on_step: Optional[Callable[[EpochStats], bool]] = None) -> EpochStats:
-    """Train on ``batches``; ``on_step`` is called after each step and may return True to stop."""
+                on_step: Optional[Callable[[EpochStats], bool]] = None, accum_steps: int = 1,
+                no_sync: Callable[[], ContextManager] = contextlib.nullcontext) -> EpochStats:
+    """Train on ``batches``; ``on_step`` is called after each step and may return True to stop.
+
+    Each batch is one optimizer step, taken in ``accum_steps`` equal micro-batches whose gradients
+    add up to those of the whole batch (each loss is scaled by 1 / accum_steps). ``no_sync`` is
+    DistributedDataParallel's: it holds back the gradient exchange until the last micro-batch.
+    """
     model.train()
     stats = EpochStats()
     start = time.perf_counter()
     for x, y in batches:
-        with autocast(device, precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        value = float(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        micro_batches = list(zip(x.chunk(accum_steps), y.chunk(accum_steps)))
+        loss_sum = torch.zeros((), device=device)
+        logits_parts = []
+        for index, (xm, ym) in enumerate(micro_batches):
+            with no_sync() if index < len(micro_batches) - 1 else contextlib.nullcontext():
+                with autocast(device, precision):
+                    logits = model(xm)
+                    loss = F.cross_entropy(logits.float(), ym, label_smoothing=label_smoothing) / len(micro_batches)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            loss_sum += loss.detach()
+            logits_parts.append(logits.detach())
+        value = float(loss_sum)  # the loss is read back once per step
         if not math.isfinite(value):
             raise TrainingDiverged(f"loss became {value} at lr {scheduler.get_last_lr()[0]:.4g}")
-        optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         if scaler is not None:
@@ -86,7 +97,7 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        stats.update(value, logits.detach(), y)  # the loss was read back once, above
+        stats.update(value, torch.cat(logits_parts), y)
         stats.seconds = time.perf_counter() - start
         if on_step is not None and on_step(stats):
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..analysis.plots import plot_confusion, plot_curves
@@ -23,6 +25,7 @@ from ..models import build_model
 from ..weights import save_weights
 from .checkpoint import STATE_SUFFIX, latest_state, load_state, rng_state, save_state, set_rng_state
 from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
+from .distributed import ALONE, Ranks, copy_buffers_from_main, from_main, process_group, rank_device, sum_stats
 from .engine import EpochStats, TrainingDiverged, evaluate, train_steps
 from .optim import build_optimizer, build_scheduler
 
@@ -54,9 +57,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_data(config: TrainConfig, device: torch.device) -> DataBundle:
-    """Training and evaluation loaders for a named small dataset or an image folder."""
+def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE) -> DataBundle:
+    """Training and evaluation loaders for a named small dataset or an image folder: this rank's share."""
     channels_last = config.channels_last
+    batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
+    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
     if config.data.lower() in DATASETS:
         train_set = load_dataset(config.data, "train", config.data_dir, config.download)
         if config.val_split > 0:
@@ -66,10 +71,10 @@ def prepare_data(config: TrainConfig, device: torch.device) -> DataBundle:
             eval_set, split = load_dataset(config.data, "test", config.data_dir, config.download), "test"
         train_set = _head(train_set, config.train_subset)
         eval_set = _head(eval_set, config.test_subset)
-        train = DeviceLoader(train_set, config.batch_size, train=True, device=device, augment=config.augment,
-                             pad=config.pad, seed=config.seed, channels_last=channels_last)
-        test = DeviceLoader(eval_set, max(config.batch_size, 256), train=False, device=device,
-                            channels_last=channels_last)
+        train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
+                             pad=config.pad, seed=config.seed, channels_last=channels_last, **shard)
+        test = DeviceLoader(eval_set, max(batch, 256), train=False, device=device,
+                            channels_last=channels_last, **shard)
         c, h, w = train_set.image_shape
         return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split)
     folder = Path(config.data)
@@ -78,8 +83,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> DataBundle:
                          "or a folder of images with one subfolder per class")
     data = ImageFolderData(folder, image_size=config.image_size, val_fraction=config.val_split or 0.1,
                            seed=config.seed)
-    train = data.train_loader(config.batch_size, workers=config.workers, seed=config.seed)
-    test = data.val_loader(max(config.batch_size, 64), workers=config.workers)
+    train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
+    test = data.val_loader(max(batch, 64), workers=config.workers, **shard)
     size = (config.image_size, config.image_size)
     return DataBundle(train, test, list(data.classes), 3, size, data.mean, data.std, "val")
 
@@ -113,28 +118,43 @@ def run_name(config: TrainConfig) -> str:
 
 
 class Trainer:
-    """Owns one run: build everything, loop over epochs, write outputs. ``run()`` does it all."""
+    """Owns one run: build everything, loop over epochs, write outputs. ``run()`` does it all.
 
-    def __init__(self, config: TrainConfig, resume: Optional[Path] = None) -> None:
+    Under torchrun (``ranks`` from ``process_group``) every rank trains its share of each global
+    batch in DistributedDataParallel, metrics are summed over the ranks, and only rank 0 writes
+    the run folder and prints.
+    """
+
+    def __init__(self, config: TrainConfig, resume: Optional[Path] = None, ranks: Ranks = ALONE) -> None:
         validate(config)
         self.config = config
+        self.ranks = ranks
+        share = ranks.world_size * config.accum_steps
+        if config.batch_size % share:
+            raise ValueError(f"batch_size {config.batch_size} must be a multiple of processes x accum_steps = "
+                             f"{ranks.world_size} x {config.accum_steps} = {share}")
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(config.seed)
-        self.device = resolve_device(config.device)
+        self.device = rank_device(resolve_device(config.device), ranks)
         if config.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+        if config.sync_bn and ranks.distributed and self.device.type != "cuda":
+            raise ValueError("sync_bn needs CUDA devices: torch's SyncBatchNorm does not run on the CPU")
         # Everything that can fail on bad input happens before the run folder exists.
-        self.data = prepare_data(config, self.device)
+        self.data = prepare_data(config, self.device, ranks)
         self.model_options = dict(config.model_options, num_classes=len(self.data.classes),
                                   in_chans=self.data.in_chans)
-        self.model = build_model(config.model, **self.model_options).to(self.device)
+        self.model = build_model(config.model, **self.model_options)
+        if config.sync_bn and ranks.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.set_grad_checkpointing(config.checkpoint_activations)
+        self.model = self.model.to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model: nn.Module = torch.compile(self.model) if config.compile else self.model
         self.steps_per_epoch = len(self.data.train)
         self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -158,13 +178,28 @@ class Trainer:
             self.run_dir = resume
             self._load(load_state(latest_state(resume)))
         else:
-            self.run_dir = Path(config.out) / run_name(config)
-            if self.run_dir.exists() and any(self.run_dir.iterdir()):
-                raise ValueError(f"run folder {self.run_dir} already exists; pick another --name or "
-                                 f"--resume {self.run_dir}")
-        self.tensorboard = open_tensorboard(self.run_dir) if config.tensorboard else None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.toml", to_toml(config))
+            self.run_dir, error = from_main(ranks, self._new_run_dir())
+            if error:
+                raise ValueError(error)
+        # DistributedDataParallel starts every rank from rank 0's weights and averages gradients in backward.
+        self.ddp = None
+        if ranks.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        wrapped: nn.Module = self.ddp or self.model
+        self.forward_model: nn.Module = torch.compile(wrapped) if config.compile else wrapped
+        self.tensorboard = None
+        if ranks.main:
+            self.tensorboard = open_tensorboard(self.run_dir) if config.tensorboard else None
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.toml", to_toml(config))
+
+    def _new_run_dir(self) -> Tuple[Path, str]:
+        """The new run's folder, and why it cannot be used ('' when it can)."""
+        run_dir = Path(self.config.out) / run_name(self.config)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            return run_dir, f"run folder {run_dir} already exists; pick another --name or --resume {run_dir}"
+        return run_dir, ""
 
     # ---------------------------------------------------------------- the loop
 
@@ -175,7 +210,7 @@ class Trainer:
             start_batch = getattr(self.data.train, "batch", 0)
             self._bar = tqdm(total=min(self.steps_per_epoch, start_batch + self.total_steps - self.step),
                              initial=start_batch, desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
-                             disable=self.config.quiet, leave=False, dynamic_ncols=True)
+                             disable=self.config.quiet or not self.ranks.main, leave=False, dynamic_ncols=True)
             self._epoch_began = time.perf_counter()
             self._stop_requested = False
             try:
@@ -183,7 +218,8 @@ class Trainer:
                                     device=self.device, precision=self.config.precision,
                                     label_smoothing=self.config.label_smoothing,
                                     clip_grad_norm=self.config.clip_grad_norm, scaler=self.scaler,
-                                    ema=self.ema, on_step=self._on_step)
+                                    ema=self.ema, on_step=self._on_step, accum_steps=self.config.accum_steps,
+                                    no_sync=self.ddp.no_sync if self.ddp else contextlib.nullcontext)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"training stopped at step {self.step + 1}: {error}; the last good "
                                        f"checkpoint is in {self.run_dir}") from None
@@ -192,11 +228,11 @@ class Trainer:
             seconds = time.perf_counter() - self._epoch_began
             if self._stop_requested:
                 self.save("last", seconds)
-                tqdm.write(f"stopped after step {self.step} as asked; resume with --resume {self.run_dir}")
+                self._print(f"stopped after step {self.step} as asked; resume with --resume {self.run_dir}")
                 return self.summary()
             self.elapsed += seconds
             self.epoch += 1
-            self._end_epoch(stats)
+            self._end_epoch(sum_stats(stats, self.ranks, self.device))
         self._finish()
         return self.summary()
 
@@ -221,10 +257,16 @@ class Trainer:
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def _print(self, line: str) -> None:
+        if self.ranks.main:
+            tqdm.write(line)
+
     def _end_epoch(self, train_stats: EpochStats) -> None:
+        copy_buffers_from_main(self._eval_model(), self.ranks)
         test = evaluate(self._eval_model(), self.data.test, device=self.device,
                         num_classes=len(self.data.classes), precision=self.config.precision,
                         flip_tta=self.config.flip_tta)
+        test = sum_stats(test, self.ranks, self.device)
         self.last_stats = test
         self.eval_seconds += test.seconds
         row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
@@ -236,6 +278,8 @@ class Trainer:
         self.save("last", 0.0)
         if is_best:
             self.save("best", 0.0, state=False)
+        if not self.ranks.main:
+            return
         self._write_metrics()
         if self.tensorboard is not None:
             for key, value in row.items():
@@ -243,13 +287,15 @@ class Trainer:
                     self.tensorboard.add_scalar(key, value, self.step)
             self.tensorboard.flush()
         if not self.config.quiet or self.step >= self.total_steps:
-            tqdm.write(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
-                       f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
-                       f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
-                       f"top5 {row['test_top5']:.2f}%  {row['train_images_per_s']:.0f} img/s  "
-                       f"{self.elapsed:.0f}s")
+            self._print(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
+                        f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
+                        f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
+                        f"top5 {row['test_top5']:.2f}%  {row['train_images_per_s']:.0f} img/s  "
+                        f"{self.elapsed:.0f}s")
 
     def _finish(self) -> None:
+        if not self.ranks.main:
+            return
         if self.tensorboard is not None:
             self.tensorboard.close()
         title = f"{self.config.model} on {Path(self.config.data).name}"
@@ -283,7 +329,9 @@ class Trainer:
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(payload, indent=2))
 
     def save(self, tag: str, partial_seconds: float, state: bool = True) -> None:
-        """Write ``<tag>.safetensors`` (weights to ship) and, with ``state``, ``<tag>.state.pt``."""
+        """Write ``<tag>.safetensors`` (weights to ship) and, with ``state``, ``<tag>.state.pt`` (rank 0 only)."""
+        if not self.ranks.main:
+            return
         preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
                              input_size=list(self.data.input_size), dataset=self.config.data)
         save_weights(self._eval_model(), self.run_dir / f"{tag}.safetensors", self.config.model,
@@ -322,8 +370,9 @@ class Trainer:
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
-    """Train as ``config`` says and return the final metrics."""
-    return Trainer(config).run()
+    """Train as ``config`` says and return the final metrics (under torchrun: one rank's part of the run)."""
+    with process_group(resolve_device(config.device), config.dist_timeout) as ranks:
+        return Trainer(config, ranks=ranks).run()
 
 
 def resume(run_dir: str | Path, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -333,4 +382,5 @@ def resume(run_dir: str | Path, overrides: Optional[Dict[str, Any]] = None) -> D
     config = apply_overrides(TrainConfig(), load_toml(run_dir / "config.toml"), str(run_dir / "config.toml"))
     if overrides:
         config = apply_overrides(config, overrides, "the command line")
-    return Trainer(config, resume=run_dir).run()
+    with process_group(resolve_device(config.device), config.dist_timeout) as ranks:
+        return Trainer(config, resume=run_dir, ranks=ranks).run()
