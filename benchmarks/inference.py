@@ -1,7 +1,7 @@
 """Inference images/s of every path against torchvision's eager fp32 model, in one run per model.
 
     python benchmarks/inference.py                       # resnet18 and resnet50, random weights
-    python benchmarks/inference.py --weights runs/X/best.safetensors --data fashion-mnist -o in_chans=3
+    python benchmarks/inference.py --weights R18.safetensors R50.safetensors --data fashion-mnist -o in_chans=3
 
 Each path's ratio to the reference, its latency, and its top-1 agreement with fp32 (and
 accuracy, with --data) are printed; the JSON goes to benchmarks/results/inference-<model>.json.
@@ -22,6 +22,7 @@ def run() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--weights", nargs="+", default=[], help="one checkpoint per model, in order")
     parser.add_argument("--data", help="dataset for the agreement and accuracy checks")
+    parser.add_argument("--samples", type=int, default=10000, help="check images (default: the whole test set)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -34,7 +35,7 @@ def run() -> None:
         if index < len(args.weights):
             argv += ["--weights", args.weights[index]]
         if args.data:
-            argv += ["--data", args.data]
+            argv += ["--data", args.data, "--samples", str(args.samples)]
         for option in args.option:
             argv += ["-o", option]
         code = main(argv)

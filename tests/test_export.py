@@ -191,9 +191,9 @@ def test_eval_and_predict_on_onnx_runtime_and_int8(trained, tmp_path, capsys):
 def test_bench_measures_every_path_against_torchvision(trained):
     model = create_model("resnet18", num_classes=10)
     report = run_bench(model, "resnet18", batch=2, size=32, seconds=0.05,
-                       paths=["torchvision", "eager", "folded-cl", "onnx-fp32", "int8", "onnx-int8"])
+                       paths=["torchvision", "eager", "folded-cl", "onednn-graph", "onnx-fp32", "int8", "onnx-int8"])
     rows = {r.name: r for r in report.results}
-    assert list(rows) == ["torchvision", "eager", "folded-cl", "onnx-fp32", "int8", "onnx-int8"]
+    assert list(rows) == ["torchvision", "eager", "folded-cl", "onednn-graph", "onnx-fp32", "int8", "onnx-int8"]
     assert not any(r.error for r in report.results), [r.error for r in report.results]
     assert rows["torchvision"].ratio == 1.0 and rows["eager"].max_abs_diff == 0.0
     assert all(r.images_per_s > 0 and r.latency_ms > 0 for r in report.results)

@@ -378,3 +378,14 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="not a regular file"):
         read_checkpoint(tmp_path)
+
+
+def test_grayscale_weights_adapt_to_rgb_with_equal_logits_on_gray_images():
+    gray = build_model("resnet18", in_chans=1, num_classes=10).eval()
+    rgb = build_model("resnet18", in_chans=3, num_classes=10).eval()
+    result = load_weights(rgb, gray.state_dict(), verbose=False)
+    assert result.adapted_in_chans
+    x = torch.randn(2, 1, 64, 64)
+    torch.testing.assert_close(rgb(x.repeat(1, 3, 1, 1)), gray(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="takes 1 input channels, model takes 3"):
+        load_weights(build_model("resnet18", num_classes=10), gray.state_dict(), strict=True)

@@ -15,14 +15,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .export import OnnxModel, optimize_for_inference, write_export
+from .export import OnnxModel, fold_batchnorm, optimize_for_inference, write_export
 
-PATHS = ("torchvision", "eager", "folded-cl", "compiled", "bf16", "onnx-fp32", "int8", "onnx-int8")
+PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "int8", "onnx-int8")
 DESCRIPTIONS = {
     "torchvision": "torchvision eager fp32, same weights (reference)",
     "eager": "resnetlab eager fp32",
     "folded-cl": "BN folded + channels_last, fp32",
     "compiled": "folded + channels_last + torch.compile (freezing), fp32",
+    "onednn-graph": "folded + channels_last, TorchScript trace + freeze with oneDNN Graph fusion, fp32",
     "bf16": "folded + channels_last + bf16 weights + torch.compile",
     "onnx-fp32": "ONNX Runtime fp32",
     "int8": "int8 static quantization, torch FX (x86)",
@@ -126,10 +127,26 @@ def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[st
                      True, {})
         return OnnxModel(path)
 
+    def onednn_graph() -> Callable[[Tensor], Tensor]:
+        folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(folded, example.contiguous(memory_format=torch.channels_last)))
+
+        def run(x: Tensor) -> Tensor:
+            enabled = torch.jit.onednn_fusion_enabled()
+            torch.jit.enable_onednn_fusion(True)  # a process-wide switch: on only while this path runs
+            try:
+                return traced(x.contiguous(memory_format=torch.channels_last))
+            finally:
+                torch.jit.enable_onednn_fusion(enabled)
+
+        return run
+
     builders: Dict[str, Callable[[], Callable[[Tensor], Tensor]]] = {
         "eager": lambda: model,
         "folded-cl": lambda: optimize_for_inference(model, "fp32", compile=False),
         "compiled": lambda: optimize_for_inference(model, "fp32", compile=True, example=example),
+        "onednn-graph": onednn_graph,
         "bf16": lambda: optimize_for_inference(model, "bf16", compile=True, example=example),
         "onnx-fp32": lambda: onnx("fp32"),
         "int8": lambda: optimize_for_inference(model, "int8", calibration),

@@ -239,7 +239,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.weights:
-        model, metadata = load_model(args.weights, args.model, **options)
+        # Options that change the stem or head (e.g. in_chans=3 for 1-channel weights) adapt them.
+        model, metadata = load_model(args.weights, args.model, strict=not options, **options)
         arch = args.model or metadata["arch"]
     else:
         if not args.model:
@@ -396,8 +397,8 @@ def build_parser() -> Parser:
     p.add_argument("--samples", type=int, default=1000, help="check images (default 1000)")
     p.add_argument("--seconds", type=float, default=10.0, help="timing per path (default 10)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
-    p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled bf16 onnx-fp32 "
-                   "int8 onnx-int8")
+    p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled onednn-graph bf16 "
+                   "onnx-fp32 int8 onnx-int8")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. -o in_chans=3 (weights are adapted)")
     p.add_argument("--output", metavar="JSON", help="also write the report here")

@@ -190,10 +190,16 @@ def _describe(model: nn.Module) -> str:
 
 
 def _adapt_in_chans(weight: Tensor, in_chans: int) -> Tensor:
-    """Adapt an RGB first-conv weight to ``in_chans`` inputs (timm's convention)."""
+    """Adapt an RGB (timm's convention) or grayscale first-conv weight to ``in_chans`` inputs.
+
+    A grayscale weight is tiled and divided by ``in_chans``, so a gray image repeated over
+    the channels gives the same output as before.
+    """
     dtype = weight.dtype
     weight = weight.float()
-    if in_chans == 1:
+    if weight.shape[1] == 1:
+        adapted = weight.repeat(1, in_chans, 1, 1) / in_chans
+    elif in_chans == 1:
         adapted = weight.sum(dim=1, keepdim=True)
     else:
         repeat = math.ceil(in_chans / 3)
@@ -251,13 +257,15 @@ def load_weights(model: nn.Module, path_or_state_dict: Union[PathLike, Mapping[s
         if key in state and key in own:
             theirs_w, ours = state[key], own[key]
             chans = ours.shape[1]
-            if (theirs_w.dim() == 4 and ours.dim() == 4 and theirs_w.shape[1] == 3 and chans != 3
+            source = theirs_w.shape[1] if theirs_w.dim() == 4 else 0
+            if (ours.dim() == 4 and source in (1, 3) and chans != source
                     and theirs_w.shape[0] == ours.shape[0] and theirs_w.shape[2:] == ours.shape[2:]):
                 state[key] = _adapt_in_chans(theirs_w, chans)
                 result.adapted_in_chans = True
-                how = "summed over RGB" if chans == 1 else "RGB tiled and rescaled by 3/C"
-                notes.append(f"checkpoint {key} takes 3 input channels, model takes {chans}: {how}")
-                refusals.append(f"{where} {key} takes 3 input channels, model takes {chans}; "
+                how = ("grayscale tiled and divided by C" if source == 1 else
+                       "summed over RGB" if chans == 1 else "RGB tiled and rescaled by 3/C")
+                notes.append(f"checkpoint {key} takes {source} input channels, model takes {chans}: {how}")
+                refusals.append(f"{where} {key} takes {source} input channels, model takes {chans}; "
                                 "pass strict=False to adapt it")
             break
 
