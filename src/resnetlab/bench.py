@@ -193,6 +193,7 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
             result = PathResult(name, DESCRIPTIONS[name])
             try:
                 tick = time.perf_counter()
+                torch._dynamo.reset()  # compiled paths share ResNet.forward: each starts from a clean cache
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     run = build()
