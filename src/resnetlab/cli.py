@@ -232,6 +232,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import PATHS, format_report, run_bench
     from .data.inputs import load_inputs
+    from .inference import calibration_images
     from .models import build_model
     from .weights import load_model
 
@@ -247,11 +248,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError("pass --model NAME or --weights FILE")
         torch.manual_seed(0)
         model, metadata, arch = build_model(args.model, **options).eval(), {}, args.model
-    check = None
+    check = calibration = None
     if args.data:
         sample = load_inputs(args.data, metadata.get("preprocessing"), model.in_chans, args.samples, "test",
                              args.data_dir)
         check = (sample.images, sample.labels, sample.description)
+    if args.calibration or args.data:  # int8 ranges come from the train split, never from the checked images
+        calibration = calibration_images(args.calibration or args.data, metadata, model.in_chans, args.data_dir)
     paths = args.paths or list(PATHS)
 
     def progress(result: Any) -> None:
@@ -260,7 +263,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"  {result.name}: {state}", file=sys.stderr, flush=True)
 
     report = run_bench(model, arch, batch=args.batch, size=args.size, seconds=args.seconds, check=check,
-                       paths=paths, weights=args.weights or "random init (seed 0)", progress=progress)
+                       calibration=calibration, paths=paths, weights=args.weights or "random init (seed 0)",
+                       progress=progress)
     if args.output:
         from .fileio import atomic_write_text
 
@@ -395,6 +399,8 @@ def build_parser() -> Parser:
     p.add_argument("--data", help="check each path's top-1 agreement (and accuracy) on this dataset's test split")
     p.add_argument("--data-dir")
     p.add_argument("--samples", type=int, default=1000, help="check images (default 1000)")
+    p.add_argument("--calibration", metavar="DATA", help="int8 calibration images (default: --data's train split, "
+                   "else the check images)")
     p.add_argument("--seconds", type=float, default=10.0, help="timing per path (default 10)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
     p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled onednn-graph bf16 "

