@@ -272,12 +272,14 @@ class OnnxModel(nn.Module):
 
 def _onnx_export(model: nn.Module, path: Path, example: Tensor, dynamic_batch: bool,
                  metadata: Dict[str, Any]) -> None:
-    """torch.onnx.export (the torch.export-based exporter) with our metadata in the model.
+    """torch.onnx.export (the torch.export-based exporter) of model with BN folded, with our metadata.
 
     Height and width stay dynamic, as in PyTorch; the batch size too when ``dynamic_batch``
-    (else it is fixed at the example's).
+    (else it is fixed at the example's). Folding first halves the graph and the export time.
     """
     import onnx
+
+    model = fold_batchnorm(model)
 
     smallest = max(2, int(getattr(model, "min_input_size", 2)))
     dims: Dict[int, Any] = {2: torch.export.Dim("height", min=smallest), 3: torch.export.Dim("width", min=smallest)}
