@@ -1,4 +1,4 @@
-# make setup: .venv with resnetlab and its dev tools; make test: lint + tests; make train: the main job.
+# make setup: .venv with resnetlab and its dev tools; make test: lint + tests (one worker per core); make train: the main job.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --durations=10
 
 train: setup
 	bash scripts/quickstart.sh

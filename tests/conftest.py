@@ -1,7 +1,13 @@
 """Shared test set-up."""
 
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n 2 on 2 cores: one thread per worker, or the workers oversubscribe the cores.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
