@@ -6,7 +6,7 @@ import pytest
 import torch
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # pytest -n 2 on 2 cores: one thread per worker, or the workers oversubscribe the cores.
+    # pytest -n auto starts one worker per core: one thread each, or the workers oversubscribe the cores.
     torch.set_num_threads(1)
 
 
