@@ -10,7 +10,8 @@ import torch
 from ..fileio import atomic_write
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,17 +20,28 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Union[str, Path]) -> Path:
-    plt = _pyplot()
+def save_figure(fig, path: Union[str, Path]) -> Path:
+    """Write ``fig`` as PNG atomically and close it."""
+    plt = pyplot()
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
 
+def plain_log_ticks(axis) -> None:
+    """Label a log axis with plain numbers (5, 10, 20) rather than powers (2x10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_locator(LogLocator(base=10, subs=(3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+
+
 def plot_curves(history: List[Dict[str, float]], path: Union[str, Path], title: str = "") -> Path:
     """Loss and top-1 error per epoch, train and test, in two panels."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "--"), ("test", "-")):
@@ -44,15 +56,20 @@ def plot_curves(history: List[Dict[str, float]], path: Union[str, Path], title: 
         ax.legend()
     if history and max(100.0 - row.get("test_top1", 0.0) for row in history) > 0:
         ax_err.set_yscale("log")
+        plain_log_ticks(ax_err.yaxis)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_err):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Union[str, Path],
                    title: str = "") -> Path:
     """Confusion matrix with counts; rows are true classes, columns predictions."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = matrix.cpu().numpy()
     n = len(classes)
     size = max(5.0, 0.55 * n + 2)
@@ -70,4 +87,4 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Union[str
     accuracy = 100.0 * counts.trace() / max(1, counts.sum())
     ax.set(xlabel="predicted class", ylabel="true class",
            title=(title + " " if title else "") + f"(top-1 {accuracy:.2f}%)")
-    return _save(fig, path)
+    return save_figure(fig, path)

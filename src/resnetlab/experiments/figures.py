@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from ..analysis.plots import _pyplot, _save
+from ..analysis.plots import plain_log_ticks, pyplot, save_figure
 from .common import mean_std
 
 __all__ = ["plot_degradation", "plot_gradients", "plot_responses"]
@@ -16,7 +16,7 @@ STEP_STYLES = (":", "--", "-.", "-")
 
 
 def _colours(keys: Sequence[Any]) -> Dict[Any, Any]:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10")
     return {key: cmap(i % 10) for i, key in enumerate(keys)}
 
@@ -26,21 +26,15 @@ def _scale_y(axes: Sequence[Any], values: Sequence[float]) -> None:
     positive = [v for v in values if v > 0 and math.isfinite(v)]
     if len(positive) == len([v for v in values if math.isfinite(v)]) and positive and \
             max(positive) / min(positive) >= 10:
-        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
         for ax in axes:
             ax.set_yscale("log")
             if max(positive) / min(positive) < 1e3:  # few decades: label 1-2-5 ticks as plain numbers
-                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                formatter = ScalarFormatter()
-                formatter.set_scientific(False)
-                ax.yaxis.set_major_formatter(formatter)
-                ax.yaxis.set_minor_formatter(NullFormatter())
+                plain_log_ticks(ax.yaxis)
 
 
 def plot_degradation(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
     """Figure 6 of the paper: plain (left) and residual (right), train error thin dashed, test bold."""
-    plt = _pyplot()
+    plt = pyplot()
     depths = sorted({row["depth"] for row in rows})
     colours = _colours(depths)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True, layout="constrained")
@@ -73,12 +67,12 @@ def plot_degradation(rows: Sequence[Mapping[str, Any]], path: Path, title: str =
     _scale_y(axes, values)
     legend = "thin dashed: training error, bold: test error" + (", bands: ± std over seeds" if banded else "")
     fig.suptitle((title + "\n" if title else "") + legend, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradients(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
     """Gradient norm of each conv layer's weight against layer index; one panel per norm, log scale."""
-    plt = _pyplot()
+    plt = pyplot()
     norms = list(dict.fromkeys(row["norm"] for row in rows))
     models = list(dict.fromkeys(row["model"] for row in rows))
     steps = sorted({row["step"] for row in rows})
@@ -103,17 +97,17 @@ def plot_gradients(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "
     _scale_y(axes[0], values)
     fig.suptitle((title + "\n" if title else "") + "dotted: at initialization, solid: after the last training step",
                  fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_responses(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
     """Figure 7 of the paper: std of each residual function's response against block index."""
-    plt = _pyplot()
+    plt = pyplot()
     if not rows:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.axis("off")
         ax.text(0.5, 0.5, "no responses: every net diverged before the last step", ha="center", va="center")
-        return _save(fig, path)
+        return save_figure(fig, path)
     norms = list(dict.fromkeys(row["norm"] for row in rows))
     depths = sorted({row["depth"] for row in rows})
     colours = _colours(depths)
@@ -135,4 +129,4 @@ def plot_responses(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "
     _scale_y(axes[0], values)
     fig.suptitle((title + "\n" if title else "") + "response = output of the block's last norm, before the "
                  "addition; dashed: plain, solid: residual", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
