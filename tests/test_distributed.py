@@ -1,4 +1,5 @@
-"""Several processes with torchrun (gloo on CPU): same weights as one process, resume, rank death, accumulation."""
+"""Several processes with torchrun (gloo on CPU, even where GPUs are): same weights as one process, resume,
+rank death, accumulation."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from resnetlab.weights import load_model, read_checkpoint
 # 256 samples at a global batch of 64: 4 steps per epoch; 2 epochs are 8 steps.
 FLAGS = ["--data", "synthetic", "--model", "resnet8", "--batch-size", "64", "--epochs", "2", "--train-subset", "256",
          "--test-subset", "64", "--precision", "fp32", "--no-channels-last", "--optimizer", "sgd", "--lr", "0.05",
-         "--schedule", "cosine", "--quiet"]
+         "--schedule", "cosine", "--quiet", "--device", "cpu"]
 CONFIG = dict(data="synthetic", model="resnet8", batch_size=64, epochs=2, train_subset=256, test_subset=64,
-              precision="fp32", channels_last=False, optimizer="sgd", lr=0.05, schedule="cosine", quiet=True)
+              precision="fp32", channels_last=False, optimizer="sgd", lr=0.05, schedule="cosine", quiet=True,
+              device="cpu")
 
 
 def torchrun(out: Path, name: str, *flags: str, processes: int = 2, **popen) -> subprocess.Popen:

@@ -62,6 +62,12 @@ def test_degradation_writes_csv_png_and_report_with_mean_std(tmp_path):
     assert re.search(rf"\| plain14 \| plain \| 14 \| [\d,]+ \| {mean:.2f} ± ", report)
 
 
+def test_cuda_graphs_need_a_cuda_device(tmp_path):
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device, got cpu"):
+        run_degradation([8, 14], iterations=2, cuda_graphs=True, device="cpu", out=tmp_path, **TINY)
+    assert not any(tmp_path.iterdir())
+
+
 def test_degradation_statement_follows_the_numbers(tmp_path):
     result = run_degradation([8, 14], iterations=4, eval_every=4, out=tmp_path, **TINY)
     _, rows = read_csv(tmp_path / "degradation.csv")
@@ -173,7 +179,7 @@ def test_recalibrate_norms_uses_the_exact_batch_statistics():
 
 def test_gradients_runner_reports_what_autograd_measures(tmp_path):
     result = run_gradients([8], steps=[0, 2], data="synthetic", batch_size=16, response_images=32, out=tmp_path,
-                           quiet=True)
+                           device="cpu", quiet=True)
     names = {"gradients.csv", "gradients.png", "responses.csv", "responses.png", "report.md"}
     assert {p.name for p in tmp_path.iterdir()} == names
     columns, grads = read_csv(tmp_path / "gradients.csv")

@@ -284,7 +284,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                  budget_minutes=args.budget_minutes, seeds=args.seeds, shortcut=args.shortcut,
                                  batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                                  eval_every=args.eval_every, test_subset=args.test_subset,
-                                 precision=args.precision, device=args.device, out=args.out, quiet=args.quiet)
+                                 precision=args.precision, device=args.device,
+                                 cuda_graphs=args.cuda_graphs, out=args.out, quiet=args.quiet)
         print(f"data: {result.data}, {result.iterations} iterations per run, {result.wall_s:.0f} s")
         for line in result.statements:
             print(line.replace("**", ""))
@@ -425,6 +426,8 @@ def build_parser() -> Parser:
     e.add_argument("--eval-every", type=int, help="iterations between evaluations (default: 20 points)")
     e.add_argument("--test-subset", type=int, default=2000, help="test images evaluated (0: all)")
     e.add_argument("--precision", default="bf16", help="fp32, bf16 or fp16 (CUDA)")
+    e.add_argument("--cuda-graphs", action="store_true", help="replay each training step's forward and backward "
+                   "as a CUDA graph: small nets on a GPU are bound by kernel launches")
     g = experiments.add_parser("gradients", help="gradient norm per layer and residual responses (Figure 7)")
     g.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR depths 6n+2 (default 20 56)")
     g.add_argument("--norm", nargs="+", default=["batch", "none"], help="batch and/or none (default both)")

@@ -69,7 +69,7 @@ def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = No
         return onnx_model, onnx_model.metadata
     model, metadata = load_model(weights, model_name)
     _check_arch(metadata, model_name, weights)
-    target = resolve_device(device)
+    target = inference_device(device, engine, precision)
     calibration_set = (calibration_images(calibration, metadata, model.in_chans, data_dir)
                        if precision == "int8" else None)
     if engine == "onnx":
@@ -86,6 +86,13 @@ def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = No
     return optimize_for_inference(model.to(target), precision, calibration_set, compile=compile), metadata
 
 
+def inference_device(device: str, engine: str, precision: str) -> torch.device:
+    """Where a model runs: ONNX Runtime and torch int8 run on the CPU, so there 'auto' means the CPU."""
+    if engine == "onnx" or (precision == "int8" and device == "auto"):
+        return torch.device("cpu")
+    return resolve_device(device)
+
+
 def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional[str] = None,
                         model_name: Optional[str] = None, batch_size: int = 256, device: str = "auto",
                         split: str = "test", flip_tta: bool = False, engine: str = "torch",
@@ -97,7 +104,7 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    target = torch.device("cpu") if engine == "onnx" else resolve_device(device)
+    target = inference_device(device, engine, precision)
     if precision == "int8" and calibration is None and data.lower() in DATASETS:
         calibration = data
     model, metadata = load_for_inference(weights, model_name, engine, precision, calibration, data_dir,
@@ -137,7 +144,7 @@ class Predictor:
 
     def __init__(self, weights: Union[str, Path], model_name: Optional[str] = None, device: str = "auto",
                  engine: str = "torch", precision: str = "fp32", calibration: Optional[str] = None) -> None:
-        self.device = torch.device("cpu") if engine == "onnx" else resolve_device(device)
+        self.device = inference_device(device, engine, precision)
         model, metadata = load_for_inference(weights, model_name, engine, precision, calibration,
                                              device=str(self.device))
         self.model: nn.Module = model.eval()

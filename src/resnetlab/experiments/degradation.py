@@ -12,6 +12,9 @@ plots it) and the test error (on the first ``test_subset`` test images).
 ``degradation.csv`` columns: model (zoo name), kind (plain | residual), depth (weighted
 layers), seed, iteration (after that many steps), train_error (%), test_error (%).
 
+With ``cuda_graphs`` each training step's forward and backward replay as CUDA graphs:
+small nets on a GPU are bound by kernel launches, not arithmetic.
+
 With a time budget instead of an iteration count, every model first takes a few
 throwaway training steps and one evaluation pass, timed; the iteration count is then
 the largest one for which all runs (all models x seeds, with their evaluations, and
@@ -33,7 +36,7 @@ from tqdm import tqdm
 from ..data import ArrayDataset, DeviceLoader
 from ..models import build_model
 from ..train.config import TrainConfig
-from ..train.engine import EpochStats, TrainingDiverged, evaluate, train_steps
+from ..train.engine import EpochStats, TrainingDiverged, cuda_graphed, evaluate, train_steps
 from ..train.optim import build_optimizer, build_scheduler
 from ..train.run import resolve_device
 from .common import check_common, check_depths, crop_pad, default_out, endless, load_data, write_csv
@@ -79,15 +82,20 @@ class _Setup:
     shortcut: str
     precision: str
     pad: int
+    cuda_graphs: bool = False
 
     def model(self, kind: str, depth: int) -> Tuple[str, torch.nn.Module]:
-        """A fresh plain or residual net (the caller seeds torch first)."""
+        """A fresh plain or residual net (the caller seeds torch first); with ``cuda_graphs`` its training
+        forward and backward replay as CUDA graphs."""
         name = f"{'plain' if kind == 'plain' else 'resnet'}{depth}"
         options: Dict[str, Any] = dict(num_classes=self.train_set.num_classes,
                                        in_chans=self.train_set.image_shape[0])
         if kind == "residual":
             options["shortcut"] = self.shortcut
         model = build_model(name, **options).to(self.device, memory_format=torch.channels_last)
+        if self.cuda_graphs:
+            example = torch.zeros(self.batch_size, *self.train_set.image_shape, device=self.device)
+            model = cuda_graphed(model, example.contiguous(memory_format=torch.channels_last), self.precision)
         return name, model
 
     def loader(self, seed: int) -> DeviceLoader:
@@ -200,7 +208,7 @@ def run_degradation(depths: Sequence[int] = (20, 56), *, data: str = "auto", dat
                     iterations: Optional[int] = None, budget_minutes: Optional[float] = None, seeds: int = 1,
                     shortcut: str = "A", batch_size: int = 128, lr: float = 0.1, schedule: str = "multistep",
                     eval_every: Optional[int] = None, test_subset: int = 2000, precision: str = "bf16",
-                    device: str = "auto", out: Optional[str | Path] = None,
+                    device: str = "auto", cuda_graphs: bool = False, out: Optional[str | Path] = None,
                     quiet: bool = False) -> DegradationResult:
     """Train plain and residual nets of each depth alike; write degradation.csv/.png and report.md."""
     started = time.perf_counter()
@@ -223,10 +231,12 @@ def run_degradation(depths: Sequence[int] = (20, 56), *, data: str = "auto", dat
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     if test_subset < 0:
         raise ValueError(f"test_subset must be >= 0 (0: the whole test set), got {test_subset}")
+    if cuda_graphs and torch_device.type != "cuda":
+        raise ValueError(f"cuda_graphs needs a CUDA device, got {torch_device}")
 
     name, data_note, train_set, test_set = load_data(data, data_dir, batch_size, test_subset)
     setup = _Setup(train_set, DeviceLoader(test_set, 500, train=False, device=torch_device, channels_last=True),
-                   torch_device, batch_size, lr, schedule, shortcut, precision, crop_pad(train_set))
+                   torch_device, batch_size, lr, schedule, shortcut, precision, crop_pad(train_set), cuda_graphs)
     runs = [(kind, depth) for depth in depth_list for kind in ("plain", "residual")]
 
     plan_note = f"{iterations} iterations (asked for)" if iterations else f"{DEFAULT_ITERATIONS} iterations (default)"
@@ -261,7 +271,7 @@ def run_degradation(depths: Sequence[int] = (20, 56), *, data: str = "auto", dat
     settings = dict(data=data_note, iterations=iterations, plan=plan_note, eval_every=eval_every,
                     batch_size=batch_size, lr=lr, schedule=schedule, seeds=seeds, shortcut=shortcut,
                     precision=precision, pad=setup.pad, train_images=len(train_set), test_images=len(test_set),
-                    device=torch_device, wall_s=wall_s)
+                    device=torch_device, cuda_graphs=cuda_graphs, wall_s=wall_s)
     params: Dict[str, int] = {}
     for kind, depth in runs:
         model_name, model = setup.model(kind, depth)

@@ -111,7 +111,9 @@ def degradation_report(finals: Dict[str, Final], params: Mapping[str, int], sett
         f"- augmentation: random crop with padding {settings['pad']} and horizontal flip",
         f"- residual shortcut: {settings['shortcut']} "
         f"({'zero-pad identity' if settings['shortcut'] == 'A' else 'projection where the shape changes'})",
-        f"- precision: {settings['precision']}, channels_last; seeds: {seeds} (0..{seeds - 1})",
+        f"- precision: {settings['precision']}, channels_last"
+        + (", training steps replayed as CUDA graphs" if settings.get("cuda_graphs") else "")
+        + f"; seeds: {seeds} (0..{seeds - 1})",
         f"- device: {settings['device']}; machine: {describe_machine(torch.device(settings['device']))}",
         f"- wall time: {settings['wall_s']:.0f} s",
         "",

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,6 +137,7 @@ class Trainer:
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         if config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (CUDA >= 10.2)
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(config.seed)
@@ -177,6 +179,9 @@ class Trainer:
         if resume is not None:
             self.run_dir = resume
             self._load(load_state(latest_state(resume)))
+            if ranks.main:  # a process killed while writing leaves its temporary file behind
+                for orphan in resume.glob(".*.tmp"):
+                    orphan.unlink(missing_ok=True)
         else:
             self.run_dir, error = from_main(ranks, self._new_run_dir())
             if error:
