@@ -2,10 +2,10 @@
 
     python benchmarks/time_to_accuracy.py                      # the default recipe
     python benchmarks/time_to_accuracy.py --recipe fast
-    python benchmarks/time_to_accuracy.py --set epochs=20 --set model=resnet32
+    python benchmarks/time_to_accuracy.py --set epochs=20 --set model=resnet32 --tag resnet32-20ep
 
 Evaluates on the full 10k test set after every epoch; "wall" counts training and
-evaluation. Writes benchmarks/results/time_to_accuracy-<recipe>.json.
+evaluation. Writes benchmarks/results/time_to_accuracy-<recipe>[-<tag>].json.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--recipe", default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--tag", default="", help="added to the JSON file's name (runs with --set)")
     args = parser.parse_args()
     overrides = {}
     for pair in args.set:
@@ -71,7 +72,8 @@ def main() -> int:
     print(f"final {result['final_top1']:.2f}%, best {result['best_top1']:.2f}%")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"time_to_accuracy-{args.recipe}.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"time_to_accuracy-{args.recipe}" + (f"-{args.tag}" if args.tag else "")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -17,7 +17,7 @@ import torch
 
 from resnetlab.cli import main
 from resnetlab.data import DeviceLoader, load_dataset
-from resnetlab.train import Trainer, resolve_config, resume, train
+from resnetlab.train import RECIPES, Trainer, resolve_config, resume, train
 from resnetlab.train.distributed import Ranks
 from resnetlab.train.engine import evaluate
 from resnetlab.weights import load_model, read_checkpoint
@@ -121,7 +121,8 @@ def test_metrics_are_over_all_ranks(two_process_runs):
     model, _ = load_model(out / "bn" / "best.safetensors")  # the end of epoch 1 (the run stopped in epoch 2)
     test_set = load_dataset("synthetic", "test")
     test_set = test_set.subset(range(64))
-    stats = evaluate(model, DeviceLoader(test_set, 256, train=False), device=torch.device("cpu"), num_classes=10)
+    stats = evaluate(model, DeviceLoader(test_set, 256, train=False), device=torch.device("cpu"), num_classes=10,
+                     flip_tta=RECIPES["default"]["flip_tta"])
     assert stats.samples == 64
     assert abs(history[0]["test_loss"] - stats.result("test")["test_loss"]) <= 1e-6  # rank 1 used rank 0's BN buffers
     assert history[0]["test_top1"] == stats.result("test")["test_top1"]

@@ -55,7 +55,8 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     config = resolve_config("default", overrides=dict(
         model="resnet8", data="synthetic", batch_size=64, epochs=3, precision="fp32", channels_last=False,
-        optimizer="adamw", lr=0.003, schedule="cosine", augment="none", quiet=True, out=str(out), name="r8"))
+        optimizer="adamw", lr=0.003, schedule="cosine", augment="none", flip_tta=False, quiet=True, out=str(out),
+        name="r8"))
     result = train(config)
     return Path(result["run_dir"]) / "best.safetensors", result["test_top1"]
 

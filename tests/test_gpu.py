@@ -18,7 +18,7 @@ from resnetlab.weights import load_model, read_checkpoint
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 SMALL = dict(data="synthetic", model="resnet8", epochs=2, batch_size=32, train_subset=256, test_subset=64,
-             optimizer="adamw", lr=0.003, schedule="cosine", augment="none", quiet=True, device="cuda")
+             optimizer="adamw", lr=0.003, schedule="cosine", augment="none", flip_tta=False, quiet=True, device="cuda")
 
 
 def run_config(tmp_path: Path, **overrides):

@@ -19,8 +19,8 @@ from resnetlab.train.config import load_toml, to_toml
 from resnetlab.weights import read_checkpoint
 
 TINY = dict(model="resnet8", data="synthetic", batch_size=32, epochs=2, precision="fp32", channels_last=False,
-            optimizer="adamw", lr=0.003, schedule="cosine", augment="none", quiet=True, train_subset=512,
-            test_subset=256)
+            optimizer="adamw", lr=0.003, schedule="cosine", augment="none", flip_tta=False, quiet=True,
+            train_subset=512, test_subset=256)
 
 
 def tiny_config(tmp_path: Path, **overrides):
