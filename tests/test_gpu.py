@@ -13,6 +13,7 @@ from resnetlab.data import DeviceLoader, load_dataset
 from resnetlab.experiments import run_degradation
 from resnetlab.inference import evaluate_checkpoint
 from resnetlab.train import resolve_config, resume, train
+from resnetlab.train.config import to_toml
 from resnetlab.weights import load_model, read_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -63,12 +64,10 @@ def test_resume_on_cuda_equals_the_uninterrupted_run(tmp_path, precision):
 
 
 def test_torchrun_with_nccl_equals_one_process(tmp_path):
-    flags = ["--data", "synthetic", "--model", "resnet8", "--epochs", "1", "--batch-size", "32", "--train-subset",
-             "256", "--test-subset", "64", "--optimizer", "adamw", "--lr", "0.003", "--schedule", "cosine",
-             "--augment", "none", "--precision", "fp32", "--deterministic", "--quiet", "--device", "cuda",
-             "--out", str(tmp_path)]
+    config = run_config(tmp_path, name="ddp", epochs=1, precision="fp32", deterministic=True)
+    (tmp_path / "ddp.toml").write_text(to_toml(config))  # the same settings as the run in this process
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m",
-               "resnetlab", "train", *flags, "--name", "ddp"]
+               "resnetlab", "train", "--config", str(tmp_path / "ddp.toml")]
     process = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
     alone = train(run_config(tmp_path, name="alone", epochs=1, precision="fp32", deterministic=True))
