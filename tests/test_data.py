@@ -22,6 +22,8 @@ from resnetlab.data import (
     ImageFolderData,
     augment_batch,
     draw_augmentation,
+    draw_erasing,
+    erase_batch,
     find_data,
     load_dataset,
     readers,
@@ -376,6 +378,39 @@ def test_augment_batch_matches_reference():
         assert torch.equal(augment_batch(x, offsets, flips, pad), reference_augment(x, offsets, flips, pad))
 
 
+def test_erasing_draws_and_batch_match_a_per_image_reference():
+    g = torch.Generator().manual_seed(0)
+    boxes = draw_erasing(2000, 10, 12, 0.5, g)
+    top, left, box_h, box_w = boxes.unbind(1)
+    erased = box_h > 0
+    assert 0.4 < erased.float().mean() < 0.6
+    assert (top + box_h <= 10).all() and (left + box_w <= 12).all() and (top >= 0).all() and (left >= 0).all()
+    area = (box_h * box_w)[erased].float() / 120
+    assert area.min() >= 0.005 and area.max() <= 0.45 and 0.1 < area.mean() < 0.25
+    x = torch.randn(16, 3, 10, 12)
+    expected = x.clone()
+    for image, (t, lft, h, w) in zip(expected, boxes[:16].tolist()):
+        image[:, t:t + h, lft:lft + w] = 0.0
+    assert torch.equal(erase_batch(x, boxes[:16]), expected)
+    assert draw_erasing(100, 10, 12, 0.0, g)[:, 2].eq(0).all()
+
+
+def test_loader_erasing_is_an_extra_draw_after_crop_and_flip():
+    ds = synthetic_dataset(num_samples=20, size=8)
+    plain = next(iter(DeviceLoader(ds, 8, train=True, seed=5, pad=2)))[0]
+    erasing = DeviceLoader(ds, 8, train=True, seed=5, pad=2, erase=1.0)
+    x = next(iter(erasing))[0]
+    g = epoch_generator(5, 0)
+    torch.randperm(20, generator=g)
+    draw_augmentation(20, 2, g)
+    boxes = draw_erasing(20, 8, 8, 1.0, g)
+    assert torch.equal(x, erase_batch(plain.clone(), boxes[:8]))
+    assert not torch.equal(x, plain)
+    assert DeviceLoader(ds, 8, train=False, erase=1.0).erase == 0.0  # evaluation is never erased
+    with pytest.raises(ValueError, match="erase"):
+        DeviceLoader(ds, 8, train=True, erase=1.5)
+
+
 def test_loader_shapes_and_normalization():
     ds = synthetic_dataset(num_samples=10, channels=3, size=16)
     loader = DeviceLoader(ds, 4, train=False, channels_last=True)
@@ -536,6 +571,17 @@ def test_image_folder_train_val_layout(tmp_path):
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
     x, y = next(iter(data.val_loader(4, workers=0)))
     assert x.shape == (4, 3, 16, 16) and y.tolist() == [0, 0, 1, 1]
+
+
+def test_image_folder_erasing_in_training_only(tmp_path):
+    write_pngs(tmp_path / "images" / "train", ["cat", "dog"], 3)
+    write_pngs(tmp_path / "images" / "val", ["cat", "dog"], 2)
+    data = ImageFolderData(tmp_path / "images", image_size=16, erase=1.0)
+    x, _ = next(iter(data.train_loader(6, workers=0)))
+    zeros = (x == 0).all(dim=1).flatten(1).sum(1)  # pixels set to the mean in every channel
+    assert (zeros >= 0.02 * 16 * 16 - 1).all()
+    x, _ = next(iter(data.val_loader(4, workers=0)))
+    assert (x == 0).all(dim=1).sum() == 0
 
 
 def test_image_folder_single_folder_split(tmp_path):

@@ -2,7 +2,7 @@
 
 from .base import CLASSES, MEAN, STD, ArrayDataset
 from .folders import IMAGENET_MEAN, IMAGENET_STD, ImageFolderData
-from .loader import AUGMENTATIONS, DeviceLoader, augment_batch, draw_augmentation
+from .loader import AUGMENTATIONS, DeviceLoader, augment_batch, draw_augmentation, draw_erasing, erase_batch
 from .sources import DATASETS, DownloadError, download_data, find_data, load_dataset, search_dirs
 from .synthetic import synthetic_dataset
 
@@ -21,6 +21,8 @@ __all__ = [
     "augment_batch",
     "download_data",
     "draw_augmentation",
+    "draw_erasing",
+    "erase_batch",
     "find_data",
     "load_dataset",
     "search_dirs",

@@ -52,15 +52,21 @@ def _image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFold
 
 
 def train_transform(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
-                    std: tuple[float, ...] = IMAGENET_STD) -> v2.Compose:
-    """RandomResizedCrop + horizontal flip + normalize, as in the paper's ImageNet recipe."""
-    return v2.Compose([
+                    std: tuple[float, ...] = IMAGENET_STD, erase: float = 0.0) -> v2.Compose:
+    """RandomResizedCrop + horizontal flip + normalize, as in the paper's ImageNet recipe.
+
+    ``erase`` > 0 appends random erasing with that probability, filling with the mean (0).
+    """
+    steps = [
         v2.RandomResizedCrop(image_size, antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean, std),
-    ])
+    ]
+    if erase > 0:
+        steps.append(v2.RandomErasing(p=erase, value=0))
+    return v2.Compose(steps)
 
 
 def eval_transform(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
@@ -79,7 +85,7 @@ class ImageFolderData:
     """A folder of images by class: PATH/train + PATH/val, or PATH/CLASS split by `val_fraction`."""
 
     def __init__(self, path: str | Path, image_size: int = 224, val_fraction: float = 0.1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, erase: float = 0.0) -> None:
         self.path = Path(path).expanduser()
         if not self.path.is_dir():
             raise FileNotFoundError(f"image folder {self.path} does not exist or is not a folder")
@@ -87,7 +93,7 @@ class ImageFolderData:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.image_size = image_size
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-        train_tf, val_tf = train_transform(image_size), eval_transform(image_size)
+        train_tf, val_tf = train_transform(image_size, erase=erase), eval_transform(image_size)
         if (self.path / "train").is_dir() and (self.path / "val").is_dir():
             self.layout = "train/val"
             self.train_dataset: Dataset = _image_folder(self.path / "train", train_tf)

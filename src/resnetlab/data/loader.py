@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .base import ArrayDataset
 
-__all__ = ["DeviceLoader", "augment_batch", "draw_augmentation", "AUGMENTATIONS"]
+__all__ = ["DeviceLoader", "augment_batch", "draw_augmentation", "draw_erasing", "erase_batch", "AUGMENTATIONS"]
 
 AUGMENTATIONS = ("crop-flip", "flip", "none")
 
@@ -47,6 +47,35 @@ def augment_batch(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, p
     return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
+def draw_erasing(n: int, height: int, width: int, probability: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Random-erasing boxes (n x 4: top, left, height, width; height 0 where an image is kept).
+
+    As in Zhong et al. 2017 and torchvision's RandomErasing: with ``probability``, a box of
+    2%..33% of the image area and aspect ratio 0.3..3.3 (log-uniform), clamped to the image.
+    """
+    erased = torch.rand(n, generator=generator) < probability
+    area = torch.empty(n).uniform_(0.02, 1 / 3, generator=generator) * (height * width)
+    ratio = torch.empty(n).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
+    box_h = (area * ratio).sqrt().round().clamp(1, height).long()
+    box_w = (area / ratio).sqrt().round().clamp(1, width).long()
+    top = (torch.rand(n, generator=generator) * (height - box_h + 1)).long()
+    left = (torch.rand(n, generator=generator) * (width - box_w + 1)).long()
+    return torch.stack([top, left, box_h * erased, box_w], dim=1)
+
+
+def erase_batch(x: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """Set each image's box (from draw_erasing) to ``value`` in every channel, in place."""
+    boxes = boxes.to(x.device)
+    rows = torch.arange(x.shape[2], device=x.device)
+    cols = torch.arange(x.shape[3], device=x.device)
+    top, left, box_h, box_w = (boxes[:, i, None] for i in range(4))
+    in_rows = (rows >= top) & (rows < top + box_h)  # N x H
+    in_cols = (cols >= left) & (cols < left + box_w)  # N x W
+    mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)  # N x 1 x H x W
+    return x.masked_fill_(mask, value)
+
+
 class DeviceLoader:
     """Batches of an ArrayDataset held on `device`: shuffled, augmented and normalized as tensor ops.
 
@@ -54,6 +83,9 @@ class DeviceLoader:
     samples b*G .. (b+1)*G - 1 of the epoch's order (G = batch_size * world_size) and rank r takes
     its r-th slice of batch_size. So a global batch holds the same samples whatever the number of
     ranks, and a position saved by one number of ranks resumes exactly under another.
+
+    ``erase`` > 0 adds random erasing in training: with that probability an image gets a box set
+    to the dataset mean (0 after normalization), after the crop and flip.
     """
 
     def __init__(
@@ -65,6 +97,7 @@ class DeviceLoader:
         device: torch.device | str = "cpu",
         augment: str = "crop-flip",
         pad: int = 4,
+        erase: float = 0.0,
         seed: int = 0,
         drop_last: Optional[bool] = None,
         channels_last: bool = False,
@@ -78,6 +111,8 @@ class DeviceLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if pad < 0:
             raise ValueError(f"pad must be >= 0, got {pad}")
+        if not 0 <= erase <= 1:
+            raise ValueError(f"erase (a probability) must be in [0, 1], got {erase}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
         self.device = torch.device(device)
@@ -87,6 +122,7 @@ class DeviceLoader:
         self.train = train
         self.augment = augment if train else "none"
         self.pad = pad if self.augment == "crop-flip" else 0
+        self.erase = erase if train else 0.0
         self.seed = seed
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
@@ -150,22 +186,26 @@ class DeviceLoader:
         self.epoch = int(state["epoch"])
         self.batch = int(state["batch"])
 
-    def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This rank's sample order and augmentation draws for the current epoch."""
+    def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """This rank's sample order and augmentation draws (erasing boxes or None) for the current epoch."""
         n = self.images.shape[0]
+        boxes = None
         if self.train:
             generator = epoch_generator(self.seed, self.epoch)
             order = torch.randperm(n, generator=generator)
             offsets, flips = draw_augmentation(n, self.pad, generator)
+            if self.erase > 0:  # drawn after the others, so runs without erasing keep their draws
+                boxes = draw_erasing(n, self.images.shape[2], self.images.shape[3], self.erase, generator)
         else:
             order = torch.arange(n)
             offsets, flips = torch.zeros(n, 2, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
         mine = self._positions()
         to = self.device
-        return order[mine].to(to), offsets[mine].to(to), flips[mine].to(to)
+        boxes = None if boxes is None else boxes[mine].to(to)
+        return order[mine].to(to), offsets[mine].to(to), flips[mine].to(to), boxes
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order, offsets, flips = self._epoch_plan()
+        order, offsets, flips, boxes = self._epoch_plan()
         for b in range(self.batch, len(self)):
             part = slice(b * self.batch_size, (b + 1) * self.batch_size)
             index = order[part]
@@ -173,6 +213,8 @@ class DeviceLoader:
             if self.augment != "none":
                 x = augment_batch(x, offsets[part], flips[part], self.pad)
             x = x.float().mul_(self.scale).add_(self.shift)
+            if boxes is not None:
+                erase_batch(x, boxes[part])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.dtype != torch.float32:

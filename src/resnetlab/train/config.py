@@ -54,6 +54,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "crop-flip"
     pad: int = 4
+    erase: float = 0.0  # random-erasing probability per training image (Zhong et al. 2017)
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights
     flip_tta: bool = False  # evaluate on each image and its mirror, averaging the logits
@@ -199,6 +200,7 @@ def validate(config: TrainConfig) -> None:
         (config.clip_grad_norm >= 0, f"clip_grad_norm must be >= 0, got {config.clip_grad_norm}"),
         (config.train_subset >= 0 and config.test_subset >= 0, "train_subset and test_subset must be >= 0"),
         (config.pad >= 0, f"pad must be >= 0, got {config.pad}"),
+        (0 <= config.erase <= 1, f"erase (a probability) must be in [0, 1], got {config.erase}"),
         (config.accum_steps >= 1, f"accum_steps must be >= 1, got {config.accum_steps}"),
         (config.accum_steps < 1 or config.batch_size % config.accum_steps == 0,
          f"batch_size {config.batch_size} must be a multiple of accum_steps {config.accum_steps}"),

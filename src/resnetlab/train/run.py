@@ -73,7 +73,8 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
         train_set = _head(train_set, config.train_subset)
         eval_set = _head(eval_set, config.test_subset)
         train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
-                             pad=config.pad, seed=config.seed, channels_last=channels_last, **shard)
+                             pad=config.pad, erase=config.erase, seed=config.seed, channels_last=channels_last,
+                             **shard)
         test = DeviceLoader(eval_set, max(batch, 256), train=False, device=device,
                             channels_last=channels_last, **shard)
         c, h, w = train_set.image_shape
@@ -83,7 +84,7 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
         raise ValueError(f"unknown dataset {config.data!r}; accepted: {', '.join(DATASETS)} "
                          "or a folder of images with one subfolder per class")
     data = ImageFolderData(folder, image_size=config.image_size, val_fraction=config.val_split or 0.1,
-                           seed=config.seed)
+                           seed=config.seed, erase=config.erase)
     train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
     test = data.val_loader(max(batch, 64), workers=config.workers, **shard)
     size = (config.image_size, config.image_size)
