@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnetlab.cli import main
+from resnetlab.data import synthetic_dataset
 from resnetlab.experiments import common, run_degradation, run_gradients
-from resnetlab.experiments.degradation import COLUMNS, _plan_iterations
+from resnetlab.experiments.degradation import COLUMNS, _plan_iterations, _Setup
 from resnetlab.experiments.gradients import GRADIENT_COLUMNS, RESPONSE_COLUMNS
 from resnetlab.experiments.measure import conv_grad_norms, recalibrate_norms, response_stds
 from resnetlab.models import build_model
@@ -88,6 +89,19 @@ def test_degradation_shortcut_b_builds_projections(tmp_path):
     assert params["resnet8"] == sum(p.numel() for p in projected.parameters())
     assert params["resnet8"] > params["plain8"]  # option A and plain have the same parameters
     assert "residual shortcut: B" in report
+
+
+def test_degradation_constant_schedule_keeps_the_lr(tmp_path):
+    train = synthetic_dataset(num_samples=64, channels=3, size=8)
+    setup = _Setup(train, None, torch.device("cpu"), 16, 0.05, "constant", "A", "fp32", 2)
+    _, model = setup.model("residual", 8)
+    optimizer, scheduler, _ = setup.optim(model, 10, 4)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    run_degradation([8, 14], iterations=2, schedule="constant", out=tmp_path, **TINY)
+    assert "schedule constant" in (tmp_path / "report.md").read_text()
 
 
 def test_budget_sets_iterations_from_measured_speed(tmp_path):

@@ -317,6 +317,8 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> Parser:
     """The argument parser with every subcommand."""
+    from .train.config import RECIPES
+
     parser = Parser(prog=PROG, description="The ResNet family: models, training, analysis, export.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
@@ -338,7 +340,7 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a model (default: the Fashion-MNIST recipe)")
-    p.add_argument("--recipe", default="default", help="preset: default, fast, paper-cifar, imagenet")
+    p.add_argument("--recipe", default="default", help="preset: " + ", ".join(RECIPES))
     p.add_argument("--config", help="TOML file of config keys (see runs/*/config.toml)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> where it stopped")
     p.add_argument("--data", dest="data", default=None,
@@ -422,7 +424,7 @@ def build_parser() -> Parser:
     e.add_argument("--shortcut", default="A", help="residual shortcut: A identity/zero-pad, B projection")
     e.add_argument("--batch-size", type=int, default=128)
     e.add_argument("--lr", type=float, default=0.1)
-    e.add_argument("--schedule", default="multistep", help="multistep (/10 at 50%% and 75%%) or cosine")
+    e.add_argument("--schedule", default="multistep", help="multistep (/10 at 50%% and 75%%), cosine, or constant")
     e.add_argument("--eval-every", type=int, help="iterations between evaluations (default: 20 points)")
     e.add_argument("--test-subset", type=int, default=2000, help="test images evaluated (0: all)")
     e.add_argument("--precision", default="bf16", help="fp32, bf16 or fp16 (CUDA)")

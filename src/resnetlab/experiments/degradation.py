@@ -2,7 +2,7 @@
 
 Every net is trained with the same recipe and the same number of iterations: SGD with
 momentum 0.9 and weight decay 1e-4 (the paper's), lr divided by 10 at 50% and 75% of
-the iterations (``schedule="multistep"``, or ``"cosine"``), random crop (pad 4 for
+the iterations (``schedule="multistep"``, or ``"cosine"``, or ``"constant"``), random crop (pad 4 for
 32x32 images, 2 for 28x28) and horizontal flip, bf16 autocast and channels_last.
 
 Every ``eval_every`` iterations it records the training error (the mean over the last
@@ -48,7 +48,7 @@ __all__ = ["run_degradation", "DegradationResult", "COLUMNS", "DEFAULT_ITERATION
 COLUMNS = ("model", "kind", "depth", "seed", "iteration", "train_error", "test_error")
 DEFAULT_ITERATIONS = 1500
 DEFAULT_EVAL_POINTS = 20
-SCHEDULES = ("multistep", "cosine")
+SCHEDULES = ("multistep", "cosine", "constant")
 SHORTCUTS = ("A", "B")
 CALIBRATION_STEPS = (2, 3)  # untimed warm-up steps, then timed steps
 BUDGET_SHARE = 0.9  # fraction of the budget planned for; the rest absorbs timing noise
