@@ -104,6 +104,12 @@ def test_compiled_path_matches_eager():
     compiled = optimize_for_inference(model, "fp32", compile=True, example=x)
     agreement = compare(model, compiled, x)
     assert agreement.max_abs_diff <= 1e-4 * max(1.0, agreement.logit_scale)
+    # frozen: the compiled graph holds its own (prepacked) conv weights, not the module's
+    before = compiled(x)
+    with torch.no_grad():
+        for conv in [m for m in compiled.model.modules() if isinstance(m, torch.nn.Conv2d)]:
+            conv.weight.zero_()
+    assert torch.equal(compiled(x), before)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -9,6 +9,7 @@ miss the tolerance. ``OnnxModel`` runs an ONNX file with ONNX Runtime as an nn.M
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import tempfile
@@ -115,6 +116,17 @@ def quantize_int8(model: nn.Module, calibration: Tensor, batch_size: int = 64) -
         return convert_fx(prepared)
 
 
+def _freezing(compiled: bool) -> contextlib.AbstractContextManager:
+    """Inductor's freezing (weights become constants, convs get prepacked oneDNN kernels) for the
+    compiles and recompiles that happen during a call. torch.compile(options={"freezing": True})
+    was measured not to freeze (torch 2.15: weights stayed graph inputs, plain aten convolutions)."""
+    if not compiled:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
+
+
 class InferenceModel(nn.Module):
     """A prepared model: takes float32 N x C x H x W batches, returns float32 logits, no gradients."""
 
@@ -125,12 +137,12 @@ class InferenceModel(nn.Module):
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.channels_last = precision != "int8"
         self.compiled = compiled
-        runner = torch.compile(model, options={"freezing": True}) if compiled else model
+        runner = torch.compile(model) if compiled else model
         # Kept out of the module tree so state_dict() has the model's keys only once.
         object.__setattr__(self, "_runner", runner)
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), _freezing(self.compiled):
             x = x.to(self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
