@@ -82,27 +82,25 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# Fashion-MNIST default, chosen by measurement (README, "Measured"): CIFAR ResNet-14 at
+# 28x28, bf16 + channels_last, one-cycle, label smoothing, flips without crops (7 epochs
+# leave a net that fits, not one that overfits: crops cost 0.8 points here), and the
+# mirror averaged in at test time. 93% after 244 s on a 2-core AMD EPYC.
+_FASHION_DEFAULT: Dict[str, Any] = dict(model="resnet14", epochs=7, batch_size=128, lr=0.1, weight_decay=5e-4,
+                                        schedule="onecycle", label_smoothing=0.1, augment="flip", flip_tta=True,
+                                        pad=2, precision="bf16")
+
 # Named presets. Each lists only what differs from the dataclass defaults.
 RECIPES: Dict[str, Dict[str, Any]] = {
-    # Fashion-MNIST default, chosen by measurement (README, "Measured"): CIFAR ResNet-14 at
-    # 28x28, bf16 + channels_last, one-cycle, label smoothing, flips without crops (7 epochs
-    # leave a net that fits, not one that overfits: crops cost 0.8 points here), and the
-    # mirror averaged in at test time. 93% after 244 s on a 2-core AMD EPYC.
-    "default": dict(model="resnet14", epochs=7, batch_size=128, lr=0.1, weight_decay=5e-4,
-                    schedule="onecycle", label_smoothing=0.1, augment="flip", flip_tta=True, pad=2,
-                    precision="bf16"),
-    # The default on a one-cycle schedule one epoch shorter: 93.07% after 238 s on the AMD EPYC,
-    # with little margin. Larger batches bought no speed (1517 images/s at 128, 1489 at 256 for
-    # resnet20), and a batch of 64 cost 13% of the speed for +0.2 points.
-    "fast": dict(model="resnet14", epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4,
-                 schedule="onecycle", label_smoothing=0.1, augment="flip", flip_tta=True, pad=2,
-                 precision="bf16"),
-    # The best accuracy measured within 30 minutes on 2 CPU cores: the default's one-cycle
-    # recipe on resnet20 for 28 epochs with pad-2 crops and random erasing (p 0.5): 94.62%
-    # after 1577 s on the AMD EPYC (93% at epoch 20). 95% was not reached in 30 minutes.
-    "accurate": dict(model="resnet20", epochs=28, batch_size=128, lr=0.1, weight_decay=5e-4,
-                     schedule="onecycle", label_smoothing=0.1, augment="crop-flip", erase=0.5, flip_tta=True,
-                     pad=2, precision="bf16"),
+    "default": _FASHION_DEFAULT,
+    # The default one epoch shorter: 93.07% after 238 s on the AMD EPYC, with little margin.
+    # Larger batches bought no speed (1517 images/s at 128, 1489 at 256 for resnet20), and a
+    # batch of 64 cost 13% of the speed for +0.2 points.
+    "fast": dict(_FASHION_DEFAULT, epochs=6),
+    # The best accuracy measured within 30 minutes on 2 CPU cores: the default on resnet20 for
+    # 28 epochs with pad-2 crops and random erasing (p 0.5): 94.62% after 1577 s on the AMD
+    # EPYC (93% at epoch 20). 95% was not reached in 30 minutes.
+    "accurate": dict(_FASHION_DEFAULT, model="resnet20", epochs=28, augment="crop-flip", erase=0.5),
     # He et al. 2015, section 4.2: 64k iterations, lr /10 at 32k and 48k, 45k/5k split.
     "paper-cifar": dict(model="resnet20", data="cifar10", iterations=64000, batch_size=128, lr=0.1,
                         momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True,
