@@ -4,8 +4,9 @@
     python benchmarks/time_to_accuracy.py --recipe fast
     python benchmarks/time_to_accuracy.py --set epochs=20 --set model=resnet32 --tag resnet32-20ep
 
-Evaluates on the full 10k test set after every epoch; "wall" counts training and
-evaluation. Writes benchmarks/results/time_to_accuracy-<recipe>[-<tag>].json.
+Evaluates on the full 10k test set after every epoch (every N-th with --set eval_every=N,
+and after the last); "wall" counts training and evaluation. Writes
+benchmarks/results/time_to_accuracy-<recipe>[-<tag>].json.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--tag", default="", help="added to the JSON file's name (runs with --set)")
+    parser.add_argument("--keep", metavar="RUN_DIR", help="keep the run folder (weights, curves) here")
     args = parser.parse_args()
     overrides = {}
     for pair in args.set:
@@ -53,10 +55,12 @@ def main() -> int:
         except (ValueError, SyntaxError):
             overrides[key] = raw
     with tempfile.TemporaryDirectory() as runs:
-        config = resolve_config(args.recipe, overrides=dict(overrides, data="fashion-mnist", out=runs,
-                                                            name="tta", quiet=True))
+        run_dir = Path(args.keep) if args.keep else Path(runs) / "tta"
+        config = resolve_config(args.recipe, overrides=dict(overrides, data="fashion-mnist", out=str(run_dir.parent),
+                                                            name=run_dir.name, quiet=True))
         train(config)
-        history = json.loads((Path(runs) / "tta" / "metrics.json").read_text())["history"]
+        history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    history = [row for row in history if row["test_top1"] is not None]  # the evaluated epochs
     reached = {}
     for target in TARGETS:
         row = next((r for r in history if r["test_top1"] >= target), None)

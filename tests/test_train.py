@@ -48,6 +48,7 @@ def test_recipes_resolve_and_toml_round_trips(tmp_path):
     (dict(overrides=dict(lr="fast")), "lr must be a number"),
     (dict(overrides=dict(colour=1)), "unknown config key(s) colour"),
     (dict(overrides=dict(schedule="linear")), "unknown schedule"),
+    (dict(overrides=dict(eval_every=0)), "eval_every must be >= 1"),
 ])
 def test_bad_config_values(kwargs, fragment):
     with pytest.raises(ValueError, match=None) as info:
@@ -80,6 +81,20 @@ def test_training_writes_every_output(tmp_path):
     assert metadata["arch"] == "resnet8" and metadata["class_names"][0] == "class0"
     assert metadata["options"] == {"num_classes": 10, "in_chans": 3}
     assert metadata["preprocessing"]["input_size"] == [32, 32]
+
+
+def test_eval_every_skips_epochs_but_always_evaluates_the_last(tmp_path):
+    result = train(tiny_config(tmp_path, name="sparse", epochs=5, eval_every=2))
+    run = Path(result["run_dir"])
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history if row["test_top1"] is not None] == [2, 4, 5]
+    assert history[0]["test_loss"] is None and history[0]["train_loss"] > 0
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header, first = lines[0].split(","), lines[1].split(",")
+    assert first[header.index("test_top1")] == "" and len(lines) == 6
+    assert result["test_top1"] == history[-1]["test_top1"]
+    assert result["best_test_top1"] == max(row["test_top1"] for row in history if row["test_top1"] is not None)
+    assert (run / "curves.png").is_file() and (run / "best.safetensors").is_file()
 
 
 def weights_of(run_dir: Path):

@@ -42,19 +42,22 @@ def plain_log_ticks(axis) -> None:
 def plot_curves(history: List[Dict[str, float]], path: Union[str, Path], title: str = "") -> Path:
     """Loss and top-1 error per epoch, train and test, in two panels."""
     plt = pyplot()
-    epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
+    errors: List[float] = []
     for split, style in (("train", "--"), ("test", "-")):
-        if all(f"{split}_loss" in row for row in history):
-            ax_loss.plot(epochs, [row[f"{split}_loss"] for row in history], style, marker="o", label=split)
-            ax_err.plot(epochs, [100.0 - row[f"{split}_top1"] for row in history], style, marker="o",
-                        label=split)
+        rows = [row for row in history if row.get(f"{split}_loss") is not None]  # test: evaluated epochs only
+        if rows:
+            epochs = [row["epoch"] for row in rows]
+            error = [100.0 - row[f"{split}_top1"] for row in rows]
+            ax_loss.plot(epochs, [row[f"{split}_loss"] for row in rows], style, marker="o", label=split)
+            ax_err.plot(epochs, error, style, marker="o", label=split)
+            errors += error
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_err.set(xlabel="epoch", ylabel="top-1 error (%)", title="error")
     for ax in (ax_loss, ax_err):
         ax.grid(True, alpha=0.3)
         ax.legend()
-    if history and max(100.0 - row.get("test_top1", 0.0) for row in history) > 0:
+    if errors and max(errors) > 0:
         ax_err.set_yscale("log")
         plain_log_ticks(ax_err.yaxis)
     from matplotlib.ticker import MaxNLocator

@@ -58,6 +58,7 @@ class TrainConfig:
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights
     flip_tta: bool = False  # evaluate on each image and its mirror, averaging the logits
+    eval_every: int = 1  # evaluate after every N-th epoch (and always after the last)
 
     precision: str = "bf16"
     channels_last: bool = True
@@ -205,6 +206,7 @@ def validate(config: TrainConfig) -> None:
         (config.train_subset >= 0 and config.test_subset >= 0, "train_subset and test_subset must be >= 0"),
         (config.pad >= 0, f"pad must be >= 0, got {config.pad}"),
         (0 <= config.erase <= 1, f"erase (a probability) must be in [0, 1], got {config.erase}"),
+        (config.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {config.eval_every}"),
         (config.accum_steps >= 1, f"accum_steps must be >= 1, got {config.accum_steps}"),
         (config.accum_steps < 1 or config.batch_size % config.accum_steps == 0,
          f"batch_size {config.batch_size} must be a multiple of accum_steps {config.accum_steps}"),

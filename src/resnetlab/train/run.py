@@ -268,19 +268,25 @@ class Trainer:
             tqdm.write(line)
 
     def _end_epoch(self, train_stats: EpochStats) -> None:
-        copy_buffers_from_main(self._eval_model(), self.ranks)
-        test = evaluate(self._eval_model(), self.data.test, device=self.device,
-                        num_classes=len(self.data.classes), precision=self.config.precision,
-                        flip_tta=self.config.flip_tta)
-        test = sum_stats(test, self.ranks, self.device)
-        self.last_stats = test
-        self.eval_seconds += test.seconds
         row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
-                   **train_stats.result("train"), **test.result("test"), elapsed_s=self.elapsed,
-                   wall_s=self.elapsed + self.eval_seconds)
+                   **train_stats.result("train"))
+        evaluated = self.epoch % self.config.eval_every == 0 or self.step >= self.total_steps
+        if evaluated:
+            copy_buffers_from_main(self._eval_model(), self.ranks)
+            test = evaluate(self._eval_model(), self.data.test, device=self.device,
+                            num_classes=len(self.data.classes), precision=self.config.precision,
+                            flip_tta=self.config.flip_tta)
+            test = sum_stats(test, self.ranks, self.device)
+            self.last_stats = test
+            self.eval_seconds += test.seconds
+            row.update(test.result("test"))
+        else:  # the columns stay the same in every row; skipped evaluations are empty
+            row.update(dict.fromkeys(EpochStats().result("test")))
+        row.update(elapsed_s=self.elapsed, wall_s=self.elapsed + self.eval_seconds)
         self.history.append(row)
-        is_best = row["test_top1"] > self.best_top1
-        self.best_top1 = max(self.best_top1, row["test_top1"])
+        is_best = evaluated and row["test_top1"] > self.best_top1
+        if is_best:
+            self.best_top1 = row["test_top1"]
         self.save("last", 0.0)
         if is_best:
             self.save("best", 0.0, state=False)
@@ -289,15 +295,15 @@ class Trainer:
         self._write_metrics()
         if self.tensorboard is not None:
             for key, value in row.items():
-                if key not in ("epoch", "step"):
+                if key not in ("epoch", "step") and value is not None:
                     self.tensorboard.add_scalar(key, value, self.step)
             self.tensorboard.flush()
         if not self.config.quiet or self.step >= self.total_steps:
+            tested = (f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
+                      f"top5 {row['test_top5']:.2f}%  " if evaluated else "")
             self._print(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
-                        f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  "
-                        f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
-                        f"top5 {row['test_top5']:.2f}%  {row['train_images_per_s']:.0f} img/s  "
-                        f"{self.elapsed:.0f}s")
+                        f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  {tested}"
+                        f"{row['train_images_per_s']:.0f} img/s  {self.elapsed:.0f}s")
 
     def _finish(self) -> None:
         if not self.ranks.main:
@@ -319,10 +325,10 @@ class Trainer:
 
     def summary(self) -> Dict[str, Any]:
         """Final figures of the run."""
-        last = self.history[-1] if self.history else {}
+        last = next((row for row in reversed(self.history) if row["test_top1"] is not None), {})
         return dict(run_dir=str(self.run_dir), epochs=self.epoch, steps=self.step,
                     test_top1=last.get("test_top1"), test_top5=last.get("test_top5"),
-                    best_test_top1=self.best_top1 if self.history else None, eval_split=self.data.eval_split,
+                    best_test_top1=self.best_top1 if last else None, eval_split=self.data.eval_split,
                     elapsed_s=self.elapsed)
 
     def _write_metrics(self) -> None:
