@@ -1,4 +1,5 @@
-# make setup: .venv with resnetlab and its dev tools; make test: lint + tests (one worker per core); make train: the main job.
+# make setup: .venv with resnetlab and its dev tools; make test: lint + tests (one worker per core);
+# make train [ARGS="--epochs 3"]: the main job, ARGS passed on to resnetlab train.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +20,7 @@ test: lint
 	$(BIN)/python -m pytest -q -n auto --durations=10
 
 train: setup
-	bash scripts/quickstart.sh
+	bash scripts/quickstart.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

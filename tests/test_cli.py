@@ -117,11 +117,12 @@ def bad_inputs(tmp_path):
     toml = tmp_path / "bad.toml"
     toml.write_text("epochs = 1\nlearning_rate = 0.1\n")
     return [
-        (["train", "--data", "cifar10", "--data-dir", str(empty)], "cifar10"),
+        (["train", "--data", "cifar10", "--data-dir", str(empty)], "cifar10 not found; looked in"),
         (["train", "--data", "fashion-mnist", "--data-dir", str(corrupt)], "magic"),
         (["train", "--data", "cifar10", "--data-dir", str(tmp_path / "cifar")], "refused"),
-        (["train", "--data", str(no_images)], str(no_images)),
-        (["train", "--data", str(tmp_path / "one_class")], "class"),
+        (["train", "--data", str(no_images)], "no valid file"),
+        (["train", "--data", str(tmp_path / "one_class")], "only one class folder (cat)"),
+        (["train", "--recipe", "imagenet"], "no folder imagenet in"),
         (["train", "--recipe", "slow"], "unknown recipe 'slow'"),
         (["train", "--config", str(toml), "--data", "synthetic"], "learning_rate"),
         (["train", "--batch-size", "0", "--data", "synthetic"], "batch_size must be >= 1"),

@@ -630,3 +630,21 @@ def test_real_fashion_mnist(monkeypatch):
     raw = gzip.decompress((DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").read_bytes())
     expected = readers.KNOWN_IDX["fashion-mnist"]["t10k-labels-idx1-ubyte"][2]
     assert hashlib.sha256(raw).hexdigest() == expected
+
+
+def test_a_named_image_folder_is_found_under_the_data_roots(tmp_path, monkeypatch):
+    from resnetlab.data import find_image_folder
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "root"))
+    (tmp_path / "root" / "imagenet").mkdir(parents=True)
+    (tmp_path / "given" / "imagenet").mkdir(parents=True)
+    assert find_image_folder("imagenet") == tmp_path / "root" / "imagenet"
+    assert find_image_folder("imagenet", tmp_path / "given") == tmp_path / "given" / "imagenet"  # --data-dir first
+    assert find_image_folder(str(tmp_path / "root")) == tmp_path / "root"
+    with pytest.raises(ValueError) as info:
+        find_image_folder("places365")
+    message = str(info.value)
+    assert "no folder places365 in" in message and str(tmp_path / "root") in message and "\n" not in message
+    with pytest.raises(ValueError, match="not a folder; pass --data PATH"):
+        find_image_folder(str(tmp_path / "missing" / "deeper"))

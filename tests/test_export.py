@@ -163,12 +163,16 @@ def test_static_batch_onnx_runs_any_batch_in_chunks(tmp_path):
     assert torch.allclose(loaded(x), model(x), atol=1e-4)
 
 
-def test_a_file_missing_the_tolerance_is_refused_and_nothing_is_written(tmp_path):
+@pytest.mark.parametrize("fmt,precision,tolerance", [
+    ("torchscript", "bf16", dict(min_agreement=1.01)),
+    ("onnx", "fp32", dict(max_abs_diff=1e-12)),  # ONNX Runtime's convolutions sum in another order
+])
+def test_a_file_missing_the_tolerance_is_refused_and_nothing_is_written(tmp_path, fmt, precision, tolerance):
     model = randomize_norms(create_model("resnet8"))
-    target = tmp_path / "m.ts"
+    target = tmp_path / "new" / "folder" / f"m.{fmt}"
     with pytest.raises(ValueError, match="misses the tolerance.*nothing written"):
-        export_model(model, target, "torchscript", "bf16", inputs=torch.randn(16, 3, 32, 32), min_agreement=1.01)
-    assert list(tmp_path.iterdir()) == []
+        export_model(model, target, fmt, precision, inputs=torch.randn(16, 3, 32, 32), **tolerance)
+    assert list(tmp_path.iterdir()) == []  # not even the folders made for it
 
 
 def test_eval_and_predict_on_onnx_runtime_and_int8(trained, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +40,15 @@ def test_recipes_resolve_and_toml_round_trips(tmp_path):
     # the measured figures in README were taken as overrides of the default recipe
     measured = dict(model="resnet20", epochs=28, augment="crop-flip", erase=0.5)
     assert resolve_config("accurate") == resolve_config("default", overrides=measured)
+
+
+def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
+    path = tmp_path / "options.toml"
+    path.write_text("[model_options]\nwidths = [32, 64, 128]\n")
+    config = resolve_config("imagenet", config_file=path, overrides=dict(model_options=dict(shortcut="B")))
+    assert config.model_options == dict(zero_init_residual=True, widths=[32, 64, 128], shortcut="B")
+    overridden = resolve_config("imagenet", overrides=dict(model_options=dict(zero_init_residual=False)))
+    assert overridden.model_options == dict(zero_init_residual=False)
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
@@ -143,8 +153,22 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 def test_divergence_stops_with_a_clear_message(tmp_path):
     config = tiny_config(tmp_path, name="nan", optimizer="sgd", lr=1e30, momentum=0.0, weight_decay=0.0)
-    with pytest.raises(TrainingDiverged, match="loss became (nan|inf).*last good checkpoint is in"):
+    with pytest.raises(TrainingDiverged, match="loss became (nan|inf).*no checkpoint had been written yet"):
         Trainer(config).run()
+
+
+def test_non_finite_weights_never_overwrite_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, name="poisoned", epochs=1))
+    trainer.run()
+    good = weights_of(trainer.run_dir)
+    with torch.no_grad():
+        next(trainer.model.parameters()).view(-1)[0] = float("nan")  # a step that left NaN behind a finite loss
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite; the last good checkpoint is in"):
+        trainer.save("last", 0.0)
+    kept = weights_of(trainer.run_dir)
+    assert all(torch.equal(good[key], kept[key]) for key in good)
+    resumed = torch.load(trainer.run_dir / "last.state.pt", weights_only=True)["model"]
+    assert all(bool(torch.isfinite(value.float()).all()) for value in resumed.values())
 
 
 def test_eval_and_predict_a_trained_checkpoint(tmp_path):
@@ -229,3 +253,74 @@ def test_flip_tta_averages_the_logits_of_image_and_mirror():
     expected = (Asymmetric()(x) + Asymmetric()(x.flip(3))) / 2
     assert plain.result("test")["test_loss"] != tta.result("test")["test_loss"]
     assert abs(tta.result("test")["test_loss"] - float(torch.nn.functional.cross_entropy(expected, y))) < 1e-6
+
+
+def test_schedules_warmup_and_their_factors():
+    from resnetlab.train.optim import lr_factor
+
+    def factors(steps, **overrides):
+        config = resolve_config("default", overrides=dict(overrides))
+        factor = lr_factor(config, total_steps=100, steps_per_epoch=10)
+        return [factor(step) for step in steps]
+
+    assert factors([0, 49, 50, 74, 75, 99], schedule="multistep", milestones=[0.5, 0.75], gamma=0.1) == \
+        pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    # one warmup epoch (10 steps) rising to the peak, then a cosine over the 90 steps left
+    assert factors([0, 4, 9, 10, 55, 100], schedule="cosine", warmup_epochs=1) == \
+        pytest.approx([0.1, 0.5, 1.0, 1.0, 0.5, 0.0], abs=1e-9)
+    # one-cycle: from lr/25 up to lr at 25% of training, then a cosine down to lr/1e4
+    assert factors([0, 25, 100], schedule="onecycle") == pytest.approx([1 / 25, 1.0, 1e-4])
+    assert factors([0, 50, 99], schedule="constant") == [1.0, 1.0, 1.0]
+
+
+def test_optimizers_and_no_decay_on_norms_and_biases():
+    from resnetlab.models import build_model
+    from resnetlab.train.optim import build_optimizer
+
+    model = build_model("resnet8")
+    config = resolve_config("default", overrides=dict(nesterov=True, weight_decay=5e-4))
+    sgd = build_optimizer(model, config)
+    decay, no_decay = sgd.param_groups
+    assert sgd.defaults["nesterov"] and decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    everything = build_optimizer(model, dataclasses.replace(config, decay_norm_and_bias=True))
+    assert len(everything.param_groups) == 1 and everything.param_groups[0]["weight_decay"] == 5e-4
+    adamw = build_optimizer(model, dataclasses.replace(config, optimizer="adamw", momentum=0.8))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.999)
+
+
+def test_label_smoothing_and_gradient_clipping_act_on_the_step():
+    import copy
+
+    import torch.nn.functional as F
+
+    from resnetlab.models import build_model
+    from resnetlab.train.engine import train_steps
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", num_classes=10)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        expected_loss = F.cross_entropy(copy.deepcopy(model).train()(x), y, label_smoothing=0.2)
+
+    def one_step(net, clip):
+        before = [p.detach().clone() for p in net.parameters()]
+        optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        stats = train_steps(net, [(x, y)], optimizer, scheduler, device=torch.device("cpu"),
+                            label_smoothing=0.2, clip_grad_norm=clip)
+        moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)])
+        return stats, float(moved.norm())
+
+    stats, clipped = one_step(copy.deepcopy(model), clip=1e-3)
+    assert stats.loss_sum / stats.samples == pytest.approx(float(expected_loss), rel=1e-5)
+    assert clipped == pytest.approx(1e-3, rel=1e-3)  # lr 1: the step is the clipped gradient itself
+    _, free = one_step(copy.deepcopy(model), clip=0.0)
+    assert free > 10 * clipped
+
+
+def test_bf16_channels_last_training_on_the_cpu(tmp_path):
+    result = train(tiny_config(tmp_path, name="bf16", precision="bf16", channels_last=True, epochs=3))
+    assert result["test_top1"] > 30.0  # learnable data: well above chance
+    assert 100.0 >= result["test_top5"] >= result["test_top1"]

@@ -3,7 +3,7 @@
 from .base import CLASSES, MEAN, STD, ArrayDataset
 from .folders import IMAGENET_MEAN, IMAGENET_STD, ImageFolderData
 from .loader import AUGMENTATIONS, DeviceLoader, augment_batch, draw_augmentation, draw_erasing, erase_batch
-from .sources import DATASETS, DownloadError, download_data, find_data, load_dataset, search_dirs
+from .sources import DATASETS, DownloadError, download_data, find_data, find_image_folder, load_dataset, search_dirs
 from .synthetic import synthetic_dataset
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "draw_erasing",
     "erase_batch",
     "find_data",
+    "find_image_folder",
     "load_dataset",
     "search_dirs",
     "synthetic_dataset",

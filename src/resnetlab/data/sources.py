@@ -15,7 +15,8 @@ from .base import CLASSES, MEAN, STD, ArrayDataset
 from .readers import read_cifar_batch, read_cifar_meta, read_idx_pair
 from .synthetic import synthetic_dataset
 
-__all__ = ["DATASETS", "DownloadError", "find_data", "download_data", "load_dataset", "search_dirs"]
+__all__ = ["DATASETS", "DownloadError", "find_data", "find_image_folder", "download_data", "load_dataset",
+           "search_dirs"]
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic")
 SPLITS = ("train", "test")
@@ -82,6 +83,21 @@ def search_dirs(name: str, data_dir: Optional[str | Path] = None) -> list[Path]:
         dirs += [root, root / key, root / TORCHVISION_LAYOUT[key][0]]
     dirs += SYSTEM_DIRS.get(key, [])
     return list(dict.fromkeys(dirs))
+
+
+def find_image_folder(data: str, data_dir: Optional[str | Path] = None) -> Path:
+    """The image folder ``data`` names: a path, or a folder of that name under the data roots
+    (``--data-dir``, ``$RESNETLAB_DATA``, ``~/.cache/resnetlab``), e.g. ``imagenet``."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return path
+    candidates = [root / data for root in _roots(data_dir)] if len(path.parts) == 1 else []
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    looked = f"; no folder {data} in {', '.join(str(c.parent) for c in candidates)}" if candidates else ""
+    raise ValueError(f"unknown dataset {data!r}: not one of {', '.join(DATASETS)} and not a folder{looked}; "
+                     "pass --data PATH to a folder of images with one subfolder per class (or train/ and val/)")
 
 
 def _idx_stems(split: str) -> tuple[str, str]:

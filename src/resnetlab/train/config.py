@@ -107,8 +107,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                         momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True,
                         schedule="multistep", milestones=[0.5, 0.75], gamma=0.1, pad=4,
                         val_split=0.1, precision="fp32", label_smoothing=0.0),
-    # ResNet v1.5 style ImageNet recipe: SGD, cosine, warmup, label smoothing.
-    "imagenet": dict(model="resnet50", epochs=90, batch_size=256, lr=0.1, momentum=0.9,
+    # ResNet v1.5 style ImageNet recipe: SGD, cosine, warmup, label smoothing. The data is the
+    # image folder "imagenet" under the data roots (train/ and val/ inside), or --data PATH.
+    "imagenet": dict(model="resnet50", data="imagenet", epochs=90, batch_size=256, lr=0.1, momentum=0.9,
                      nesterov=False, weight_decay=1e-4, schedule="cosine", warmup_epochs=5,
                      label_smoothing=0.1, model_options=dict(zero_init_residual=True)),
 }
@@ -145,12 +146,17 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any], source: str) -> TrainConfig:
-    """A copy of ``config`` with ``overrides`` applied; unknown keys are errors naming ``source``."""
+    """A copy of ``config`` with ``overrides`` applied; unknown keys are errors naming ``source``.
+
+    Tables (``model_options``) are merged key by key into the ones already set."""
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)} in {source}; "
                          f"accepted: {', '.join(FIELDS)}")
     values = {key: _coerce(key, value) for key, value in overrides.items()}
+    for key, value in values.items():
+        if isinstance(value, dict):  # model_options: a table adds to the options set before it
+            values[key] = {**getattr(config, key), **value}
     return dataclasses.replace(config, **values)
 
 

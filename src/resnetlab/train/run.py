@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..analysis.plots import plot_confusion, plot_curves
-from ..data import DATASETS, ArrayDataset, DeviceLoader, ImageFolderData, load_dataset
+from ..data import DATASETS, ArrayDataset, DeviceLoader, ImageFolderData, find_image_folder, load_dataset
 from ..fileio import atomic_write_text
 from ..models import build_model
 from ..weights import save_weights
@@ -79,10 +79,7 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
                             channels_last=channels_last, **shard)
         c, h, w = train_set.image_shape
         return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split)
-    folder = Path(config.data)
-    if not folder.is_dir():
-        raise ValueError(f"unknown dataset {config.data!r}; accepted: {', '.join(DATASETS)} "
-                         "or a folder of images with one subfolder per class")
+    folder = find_image_folder(config.data, config.data_dir)
     data = ImageFolderData(folder, image_size=config.image_size, val_fraction=config.val_split or 0.1,
                            seed=config.seed, erase=config.erase)
     train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
@@ -227,8 +224,8 @@ class Trainer:
                                     ema=self.ema, on_step=self._on_step, accum_steps=self.config.accum_steps,
                                     no_sync=self.ddp.no_sync if self.ddp else contextlib.nullcontext)
             except TrainingDiverged as error:
-                raise TrainingDiverged(f"training stopped at step {self.step + 1}: {error}; the last good "
-                                       f"checkpoint is in {self.run_dir}") from None
+                raise TrainingDiverged(f"training stopped at step {self.step + 1}: {error}; "
+                                       f"{self._last_good()}") from None
             finally:
                 self._bar.close()
             seconds = time.perf_counter() - self._epoch_began
@@ -342,6 +339,10 @@ class Trainer:
 
     def save(self, tag: str, partial_seconds: float, state: bool = True) -> None:
         """Write ``<tag>.safetensors`` (weights to ship) and, with ``state``, ``<tag>.state.pt`` (rank 0 only)."""
+        # A step can leave NaN weights behind a finite loss; they never overwrite a good checkpoint.
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(f"training stopped at step {self.step}: the weights became NaN or infinite; "
+                                   f"{self._last_good()}")
         if not self.ranks.main:
             return
         preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
@@ -362,6 +363,11 @@ class Trainer:
             best_top1=self.best_top1, history=self.history, rng=rng_state(), config=self.config.to_dict(),
         )
         save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", payload)
+
+    def _last_good(self) -> str:
+        if (self.run_dir / f"last{STATE_SUFFIX}").exists():
+            return f"the last good checkpoint is in {self.run_dir}"
+        return f"no checkpoint had been written yet (run folder {self.run_dir})"
 
     def _load(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
