@@ -1,23 +1,33 @@
-"""How fast can this CPU run a ResNet at all? Measured matmul peaks against the inference targets.
+"""How fast can this CPU run a ResNet at all? Its multiply-accumulate peak against the inference targets.
 
     python benchmarks/roofline.py [--model resnet50] [--batch 8] [--size 224]
 
-A ResNet's convolutions are matrix multiplications, so no inference path can beat the rate
-at which this CPU multiplies large matrices in the same number format. This script measures
-that rate (multiply-adds per second of a large square matmul, fp32, bf16 and int8, on the
-threads torch uses), turns it into a ceiling in images/s for the model (its multiply-adds
-per image from torch's flop counter), and times torchvision's eager fp32 model (the bench's
-reference) in the same run. Each ceiling is printed as a ratio to that reference, beside the
-inference issue's target ratio: a target above its ceiling cannot be met on this machine by
-any software. Writes benchmarks/results/roofline-<model>.json.
+A ResNet is almost all multiply-accumulates (MACs): convolutions. No inference path can run
+more MACs per second than the CPU's vector units execute, so that rate, divided by the
+model's MACs per image, is a ceiling in images/s that no software passes. This script
+measures, in one run on the threads torch uses:
+
+- the units' peak (benchmarks/peak_fma.c, compiled with gcc: independent chains of AVX-512
+  FMA, bf16 dot-product and int8 dot-product instructions; skipped without gcc or AVX-512),
+- what a large square matmul reaches through torch (MKL/oneDNN), for comparison,
+- torchvision's eager fp32 model (the inference bench's reference), batch ``--batch``.
+
+For each precision it prints the ceiling as a ratio to the reference, beside the inference
+issue's target ratio, and the share of the peak the target would need: above 100% the
+target cannot be met on this machine. Writes benchmarks/results/roofline-<model>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Dict, Optional
 
 import torch
 import torchvision
@@ -26,18 +36,50 @@ from resnetlab.analysis.summary import count_macs
 from resnetlab.bench import machine_name, time_batches
 
 TARGETS = {"fp32": 2.0, "bf16": 3.5, "int8": 6.0}  # the inference issue's ratios to the reference
+PEAK_SOURCE = Path(__file__).with_name("peak_fma.c")
 
 
-def matmul_macs_per_s(dtype: torch.dtype, n: int, seconds: float) -> float:
-    """Multiply-adds per second of an n x n by n x n matmul in ``dtype`` (int8: int32 results)."""
+def cpu_flags() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def unit_peaks(threads: int) -> Dict[str, float]:
+    """MACs per second of the AVX-512 units, per precision the CPU has ({} without gcc or AVX-512)."""
+    flags = cpu_flags()
+    if not shutil.which("gcc") or "avx512f" not in flags:
+        return {}
+    options = ["-mavx512f"]
+    if "avx512_bf16" in flags:
+        options += ["-mavx512bf16", "-DWITH_BF16"]
+    if "avx512_vnni" in flags:
+        options += ["-mavx512vnni", "-mavx512bw", "-DWITH_INT8"]
+    with tempfile.TemporaryDirectory() as folder:
+        binary = Path(folder) / "peak_fma"
+        subprocess.run(["gcc", "-O3", "-fopenmp", *options, str(PEAK_SOURCE), "-o", str(binary)], check=True)
+        run = subprocess.run([str(binary)], check=True, capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    return json.loads(run.stdout)
+
+
+def matmul_macs_per_s(dtype: torch.dtype, n: int, seconds: float) -> Optional[float]:
+    """MACs per second of an n x n by n x n matmul through torch (int8: torch._int_mm), or None."""
     if dtype == torch.int8:
         a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
         b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
-        run = lambda: torch._int_mm(a, b)  # noqa: E731  (oneDNN's int8 GEMM: VNNI where the CPU has it)
+        multiply = torch._int_mm
     else:
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        run = lambda: a @ b  # noqa: E731
-    times = time_batches(lambda _: run(), a, seconds)
+        multiply = torch.mm
+    try:
+        times = time_batches(lambda _: multiply(a, b), a, seconds)
+    except RuntimeError:  # no such kernel in this build
+        return None
     return n**3 / min(times)
 
 
@@ -51,35 +93,44 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
+    threads = torch.get_num_threads()
     torch.manual_seed(0)
     model = getattr(torchvision.models, args.model)().eval()
     macs = count_macs(model, (1, 3, args.size, args.size))
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    times = time_batches(model, x, 3 * args.seconds)
+    peaks_before = unit_peaks(threads)
+    times = time_batches(model, torch.randn(args.batch, 3, args.size, args.size), 3 * args.seconds)
     reference = args.batch / sorted(times)[len(times) // 2]  # median batch time, as the bench reports
+    peaks_after = unit_peaks(threads)  # the clock may drift: the higher of the two is the bound
     rows = []
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8)):
-        try:
-            peak = matmul_macs_per_s(dtype, args.n, args.seconds)
-        except RuntimeError as error:  # e.g. no int8 GEMM on this build
-            print(f"{name}: matmul not measurable here ({str(error).splitlines()[0][:120]})")
-            continue
-        ceiling = peak / macs
-        rows.append(dict(precision=name, matmul_gmacs_per_s=round(peak / 1e9, 1),
+        peak = max(peaks_before.get(name, 0.0), peaks_after.get(name, 0.0)) or None
+        matmul = matmul_macs_per_s(dtype, args.n, args.seconds)
+        ceiling = (peak or matmul or 0.0) / macs
+        needed = TARGETS[name] * reference * macs
+        rows.append(dict(precision=name, unit_peak_gmacs_per_s=peak and round(peak / 1e9, 1),
+                         matmul_gmacs_per_s=matmul and round(matmul / 1e9, 1),
                          ceiling_images_per_s=round(ceiling, 1), ceiling_ratio=round(ceiling / reference, 2),
-                         target_ratio=TARGETS[name], attainable=ceiling / reference >= TARGETS[name]))
-    result = dict(model=args.model, batch=args.batch, size=args.size, macs_per_image=macs,
-                  threads=torch.get_num_threads(), machine=machine_name(), torch_version=torch.__version__,
-                  reference_images_per_s=round(reference, 1), matmul_n=args.n, rows=rows)
+                         target_ratio=TARGETS[name], target_share_of_peak=peak and round(needed / peak, 3)))
+    result = dict(model=args.model, batch=args.batch, size=args.size, macs_per_image=macs, threads=threads,
+                  machine=machine_name(), torch_version=torch.__version__,
+                  reference_images_per_s=round(reference, 1),
+                  reference_share_of_fp32_peak=rows[0]["unit_peak_gmacs_per_s"] and
+                  round(reference * macs / (rows[0]["unit_peak_gmacs_per_s"] * 1e9), 3),
+                  matmul_n=args.n, rows=rows)
 
-    print(f"{args.model}: {macs / 1e9:.3f} GMACs per {args.size}x{args.size} image; machine: {result['machine']}, "
-          f"{result['threads']} threads, torch {torch.__version__}")
+    print(f"{args.model}: {macs / 1e9:.3f} GMACs per {args.size}x{args.size} image; {result['machine']}, "
+          f"{threads} threads, torch {torch.__version__}")
     print(f"reference (torchvision eager fp32, batch {args.batch}): {reference:.1f} images/s")
-    print(f"{'precision':<10}{'matmul GMAC/s':>15}{'ceiling img/s':>15}{'ceiling x ref':>15}{'target x ref':>14}")
+    if not peaks_before:
+        print("no unit peak (needs gcc and AVX-512): the ceilings below come from the matmuls")
+    print(f"{'precision':<10}{'unit peak':>11}{'matmul':>9}{'ceiling':>10}{'ceiling':>9}{'target':>8}"
+          f"{'target needs':>14}")
+    print(f"{'':<10}{'GMAC/s':>11}{'GMAC/s':>9}{'img/s':>10}{'x ref':>9}{'x ref':>8}{'of the peak':>14}")
     for row in rows:
-        verdict = "" if row["attainable"] else "   target above the ceiling"
-        print(f"{row['precision']:<10}{row['matmul_gmacs_per_s']:>15.1f}{row['ceiling_images_per_s']:>15.1f}"
-              f"{row['ceiling_ratio']:>15.2f}{row['target_ratio']:>14.1f}{verdict}")
+        share = row["target_share_of_peak"]
+        print(f"{row['precision']:<10}{row['unit_peak_gmacs_per_s'] or '-':>11}{row['matmul_gmacs_per_s'] or '-':>9}"
+              f"{row['ceiling_images_per_s']:>10.1f}{row['ceiling_ratio']:>9.2f}{row['target_ratio']:>8.1f}"
+              f"{f'{100 * share:.0f}%' if share else '-':>14}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"roofline-{args.model}.json").write_text(json.dumps(result, indent=2) + "\n")
