@@ -196,7 +196,10 @@ def test_eval_and_predict_a_trained_checkpoint(tmp_path):
 def test_real_fashion_mnist_reaches_the_bound(tmp_path):
     """Trains on 20k real Fashion-MNIST images, then tests on the full 10k test set."""
     if not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("RESNETLAB_DATA"):
-        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+        missing = "real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+        if os.environ.get("RESNETLAB_REQUIRE_REAL_DATA"):  # set by .ci/run where it could install it
+            pytest.fail(missing)
+        pytest.skip(missing)
     start = time.time()
     config = resolve_config("default", overrides=dict(out=str(tmp_path / "runs"), name="fm", epochs=3,
                                                       train_subset=20000, quiet=True))
@@ -204,6 +207,8 @@ def test_real_fashion_mnist_reaches_the_bound(tmp_path):
     seconds = time.time() - start
     print(f"real Fashion-MNIST: {result['test_top1']:.2f}% on 10k test images in {seconds:.0f} s")
     assert seconds < 180
+    # Measured 87.71% in 42 s on the 2-core AMD EPYC (torch 2.15.0, 2026-11-25); the bound leaves
+    # 2.7 points for other CPUs' bf16 kernels and seeds.
     assert result["test_top1"] >= 85.0
 
 
