@@ -230,6 +230,29 @@ def test_train_on_an_image_folder_then_predict(tmp_path):
     assert sorted(prediction.classes) == ["blue", "red"]
 
 
+def test_image_folder_resume_mid_epoch_equals_uninterrupted_run(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    generator = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(14):
+            pixels = torch.randint(0, 256, (20, 20, 3), generator=generator, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(folder / label / f"{i}.png")
+    # 25 training images, batch 4: 6 steps per epoch; 2 workers, so that batches come from both
+    options = dict(data=str(folder), image_size=16, workers=2, batch_size=4, epochs=2, val_split=0.1,
+                   train_subset=0, test_subset=0, deterministic=True)
+    full = train(tiny_config(tmp_path, name="full", **options))
+    stopped = train(tiny_config(tmp_path, name="cut", stop_after_steps=9, **options))  # mid second epoch
+    assert stopped["steps"] == 9 and stopped["epochs"] == 1
+    resumed = resume(stopped["run_dir"], dict(stop_after_steps=0))
+    assert resumed["steps"] == full["steps"] == 12
+    a, b = weights_of(Path(full["run_dir"])), weights_of(Path(resumed["run_dir"]))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_confusion_matrix_agrees_with_top1_even_with_tied_logits():
     from resnetlab.train.engine import evaluate
 

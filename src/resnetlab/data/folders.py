@@ -10,7 +10,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-__all__ = ["ImageFolderData", "IMAGENET_MEAN", "IMAGENET_STD"]
+from .loader import mixed_seed
+
+__all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,6 +33,50 @@ class _Transformed(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, int]:
         image, label = self.base[self.indices[i]]
         return self.transform(image), label
+
+
+class _SeededSamples(Dataset):
+    """``dataset``, indexed by (index, seed) pairs: each sample's random transforms run under its seed.
+
+    The augmentation of an image then depends on (run seed, epoch, index) only, not on which
+    worker loads it or what came before, so a run resumed mid-epoch sees the same images.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, int]:
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global RNG
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class ResumableSampler(DistributedSampler):
+    """This rank's shuffled share of each epoch as (index, seed) pairs, able to start mid-epoch.
+
+    ``skip(n)`` leaves out the first n samples of the next pass (a resumed epoch's done part).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 drop_last: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=drop_last)
+        self.start = 0
+
+    def skip(self, samples: int) -> None:
+        self.start = samples
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.start:]
+        self.start = 0  # the pass after this one is whole
+        return iter([(index, mixed_seed(self.seed, self.epoch, index)) for index in indices])
 
 
 def _class_dirs(path: Path) -> list[str]:
@@ -129,12 +175,13 @@ class ImageFolderData:
 
     def train_loader(self, batch_size: int, workers: int = 4, *, seed: int = 0, rank: int = 0,
                      world_size: int = 1, pin_memory: bool = False, drop_last: bool = True) -> DataLoader:
-        """Shuffled, augmented batches; call loader.sampler.set_epoch(epoch) each epoch."""
-        sampler = DistributedSampler(self.train_dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                     seed=seed, drop_last=drop_last)
-        return DataLoader(self.train_dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0,
-                          generator=torch.Generator().manual_seed(seed))
+        """Shuffled, augmented batches; call loader.sampler.set_epoch(epoch) each epoch and
+        loader.sampler.skip(n) to resume after this rank's first n samples of an epoch."""
+        sampler = ResumableSampler(self.train_dataset, num_replicas=world_size, rank=rank, seed=seed,
+                                   drop_last=drop_last)
+        return DataLoader(_SeededSamples(self.train_dataset), batch_size=batch_size, sampler=sampler,
+                          num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
+                          persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
     def val_loader(self, batch_size: int, workers: int = 4, *, rank: int = 0, world_size: int = 1,
                    pin_memory: bool = False) -> DataLoader:
