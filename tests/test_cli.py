@@ -165,3 +165,36 @@ def test_eval_and_predict_refuse_weights_of_another_architecture(tmp_path, capsy
     code, _, err = run_cli(capsys, "eval", "--weights", str(torchvision_like), "--data", "synthetic",
                            "--model", "resnet20")
     assert code == 2 and "does not fit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_and_predict_commands_on_a_trained_checkpoint(tmp_path, capsys):
+    from PIL import Image
+
+    from resnetlab.train import resolve_config, train
+
+    config = resolve_config("default", overrides=dict(
+        model="resnet8", data="synthetic", batch_size=32, epochs=1, precision="fp32", channels_last=False,
+        augment="none", flip_tta=False, quiet=True, train_subset=256, test_subset=128,
+        out=str(tmp_path / "runs"), name="cli"))
+    weights = tmp_path / "runs" / "cli" / "best.safetensors"
+    train(config)
+    capsys.readouterr()  # the training's own lines
+
+    png = tmp_path / "confusion.png"
+    code, out, _ = run_cli(capsys, "eval", "--weights", str(weights), "--data", "synthetic", "--confusion", str(png))
+    assert code == 0 and out.startswith("synthetic test: top-1 ")
+    assert sum(line.startswith("  class") for line in out.splitlines()) == 10  # per-class accuracy
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    Image.new("RGB", (50, 40), (10, 200, 10)).save(photos / "green.png")
+    Image.new("L", (17, 17), 90).save(photos / "nested" / "grey.jpg")
+    (photos / "notes.png").write_text("not an image")
+    for precision in ("fp32", "bf16", "int8"):
+        code, out, err = run_cli(capsys, "predict", "--weights", str(weights), str(photos), "--topk", "2",
+                                 "--precision", precision)
+        lines = out.strip().splitlines()
+        assert code == 1, (precision, err)  # one file was unreadable
+        assert len(lines) == 2 and all(line.count("class") == 2 for line in lines), (precision, out)
+        assert err.count("notes.png: error:") == 1 and len(err.strip().splitlines()) == 1, (precision, err)
