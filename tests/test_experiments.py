@@ -35,6 +35,37 @@ def batch(n=8, channels=3, size=32, seed=0):
 # ---------------------------------------------------------------- degradation
 
 
+def test_degradation_figure_is_laid_out_like_figure_6(tmp_path, monkeypatch):
+    from resnetlab.experiments import figures
+
+    shown = {}
+
+    def keep(fig, path):
+        shown["figure"] = fig
+        return path
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    rows = [dict(model=f"{'plain' if kind == 'plain' else 'resnet'}{depth}", kind=kind, depth=depth,
+                 iteration=iteration, train_error=train, test_error=train + 3.0)
+            for kind in ("plain", "residual") for depth in (20, 56)
+            for iteration, train in ((100, 60.0), (200, 20.0), (300, 2.0))]
+    figures.plot_degradation(rows, tmp_path / "f.png", title="t")
+    plain, residual = shown["figure"].axes
+    assert (plain.get_title(), residual.get_title()) == ("plain networks", "residual networks")
+    assert plain.get_xlabel() == "iterations" and plain.get_ylabel() == "top-1 error (%)"
+    assert plain.get_yscale() == "log"  # 2% to 63%: more than a decade
+    for ax, names in ((plain, ("plain20", "plain56")), (residual, ("resnet20", "resnet56"))):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {f"{n} {split}" for n in names for split in ("train", "test")}
+        for name in names:
+            train, test = lines[f"{name} train"], lines[f"{name} test"]
+            assert train.get_linestyle() == "--" and test.get_linestyle() == "-"
+            assert test.get_linewidth() > 2 * train.get_linewidth()  # test bold, train thin
+            assert list(train.get_xdata()) == [100, 200, 300] and list(test.get_ydata()) == [63.0, 23.0, 5.0]
+        assert ax.get_legend() is not None
+    figures.pyplot().close(shown["figure"])
+
+
 def test_degradation_writes_csv_png_and_report_with_mean_std(tmp_path):
     result = run_degradation([14, 8], iterations=12, eval_every=4, seeds=2, out=tmp_path, **TINY)
     assert result.data == "synthetic" and result.iterations == 12
