@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 from resnetlab.data import load_dataset, synthetic_dataset
 from resnetlab.experiments.common import fixed_batch
+from resnetlab.machine import cpu_name
 from resnetlab.models import build_model
 
 
@@ -65,7 +65,7 @@ def main() -> int:
     except (FileNotFoundError, ValueError):
         dataset, source = synthetic_dataset(num_samples=args.batch, channels=1, size=28), "synthetic"
     x, y = fixed_batch(dataset, args.batch, torch.device("cpu"), channels_last=True)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    print(f"{cpu_name()}, torch {torch.__version__}, "
           f"{len(y)} {source} images, train mode, reference fp32")
     print(f"{'model':<10} {'cosine':>8} {'grad rel err':>13} {'logit rel err':>14}")
     rows = []

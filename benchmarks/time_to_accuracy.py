@@ -14,29 +14,21 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from resnetlab.machine import cpu_name
 from resnetlab.train import resolve_config, train
 
 TARGETS = (93.0, 95.0)
 
 
 def machine() -> str:
-    """A one-line description of the machine (CPU model and core count, torch version)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """A one-line description of the machine (CPU model, torch threads and version)."""
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def main() -> int:

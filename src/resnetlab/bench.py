@@ -3,7 +3,6 @@ with the same weights, and each path's agreement with fp32 on real images."""
 
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .export import OnnxModel, fold_batchnorm, optimize_for_inference, write_export
+from .machine import cpu_name
 
 PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "int8", "onnx-int8")
 DESCRIPTIONS = {
@@ -68,17 +68,9 @@ class BenchReport:
 
 def machine_name() -> str:
     """CPU model name and core count (and the GPU when there is one)."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import os
 
-    text = f"{name}, {os.cpu_count()} cores"
+    text = f"{cpu_name()}, {os.cpu_count()} cores"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from .loader import mixed_seed
+from .loader import epoch_generator
 
 __all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -76,7 +76,10 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self):
         indices = list(super().__iter__())[self.start:]
         self.start = 0  # the pass after this one is whole
-        return iter([(index, mixed_seed(self.seed, self.epoch, index)) for index in indices])
+        # One draw per epoch gives every image of the dataset its seed (the same on every rank).
+        generator = epoch_generator(self.seed, self.epoch)
+        seeds = torch.randint(0, 2**31, (len(self.dataset),), generator=generator).tolist()
+        return iter([(index, seeds[index]) for index in indices])
 
 
 def _class_dirs(path: Path) -> list[str]:

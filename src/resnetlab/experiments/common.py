@@ -15,6 +15,7 @@ import torch
 
 from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset
 from ..fileio import atomic_write_text
+from ..machine import cpu_name
 from ..models import get_spec
 
 __all__ = ["choose_data", "load_split", "check_depths", "endless", "fixed_batch", "write_csv",
@@ -125,14 +126,7 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 def describe_machine(device: torch.device) -> str:
     """One line: CPU, cores, torch threads, GPU if used, torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    text = (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
+    text = (f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, {platform.system()}")
     if device.type == "cuda":
         text += f"; GPU {torch.cuda.get_device_name(device)}"

@@ -210,7 +210,7 @@ class Trainer:
         """Train until the step budget is spent (or a requested stop); return the final metrics."""
         while self.step < self.total_steps:
             set_epoch(self.data.train, self.epoch)
-            start_batch = self.step - (self.epoch * self.steps_per_epoch)  # > 0 in a resumed epoch
+            start_batch = self._steps_into_epoch()  # > 0 in a resumed epoch
             self._bar = tqdm(total=min(self.steps_per_epoch, start_batch + self.total_steps - self.step),
                              initial=start_batch, desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
                              disable=self.config.quiet or not self.ranks.main, leave=False, dynamic_ncols=True)
@@ -364,6 +364,9 @@ class Trainer:
         )
         save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", payload)
 
+    def _steps_into_epoch(self) -> int:
+        return self.step - self.epoch * self.steps_per_epoch
+
     def _last_good(self) -> str:
         if (self.run_dir / f"last{STATE_SUFFIX}").exists():
             return f"the last good checkpoint is in {self.run_dir}"
@@ -381,8 +384,7 @@ class Trainer:
         if state.get("loader") and hasattr(self.data.train, "load_state_dict"):
             self.data.train.load_state_dict(state["loader"])
         elif hasattr(getattr(self.data.train, "sampler", None), "skip"):  # an image folder's DataLoader
-            done = self.step - self.epoch * self.steps_per_epoch
-            self.data.train.sampler.skip(done * self.data.train.batch_size)
+            self.data.train.sampler.skip(self._steps_into_epoch() * self.data.train.batch_size)
         self.elapsed = float(state["elapsed"])
         self.eval_seconds = float(state["eval_seconds"])
         self.best_top1 = float(state["best_top1"])
