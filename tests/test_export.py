@@ -230,6 +230,23 @@ def test_bench_cli_json_with_real_labels(trained, capsys, tmp_path):
     assert all(r["accuracy"] is not None for r in report["results"])
 
 
+def test_bench_cli_exits_1_when_a_path_fails_and_still_reports(trained, capsys, tmp_path, monkeypatch):
+    import resnetlab.bench
+
+    def no_runtime(path):
+        raise RuntimeError("no ONNX Runtime on this machine")
+
+    monkeypatch.setattr(resnetlab.bench, "OnnxModel", no_runtime)
+    weights, _ = trained
+    code, out, err = run_cli(capsys, "bench", "--weights", weights, "--batch", 2, "--size", 32, "--seconds", 0.05,
+                             "--paths", "eager", "onnx-fp32", "--output", tmp_path / "bench.json")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == "resnetlab: error: 1 of 2 paths failed: onnx-fp32 (the report names why)"
+    assert "failed" in out and "no ONNX Runtime on this machine" in out
+    rows = {r["name"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
+    assert rows["eager"]["images_per_s"] > 0 and "no ONNX Runtime" in rows["onnx-fp32"]["error"]
+
+
 def test_export_bad_input_is_one_line_exit_2_and_writes_nothing(trained, tmp_path, capsys):
     weights, _ = trained
     np.save(tmp_path / "gray.npy", np.zeros((8, 1, 32, 32), dtype=np.float32))

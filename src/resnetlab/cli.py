@@ -270,6 +270,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    failed = [result.name for result in report.results if result.error]
+    if failed:  # the report is complete, but a script must see that a path did not run
+        print(f"{PROG}: error: {len(failed)} of {len(report.results)} paths failed: {', '.join(failed)} "
+              "(the report names why)", file=sys.stderr)
+        return 1
     return 0
 
 
