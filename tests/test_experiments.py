@@ -14,7 +14,7 @@ from resnetlab.cli import main
 from resnetlab.data import synthetic_dataset
 from resnetlab.experiments import common, run_degradation, run_gradients
 from resnetlab.experiments.degradation import COLUMNS, _plan_iterations, _Setup
-from resnetlab.experiments.gradients import GRADIENT_COLUMNS, RESPONSE_COLUMNS
+from resnetlab.experiments.gradients import GRADIENT_COLUMNS, RESPONSE_COLUMNS, _plan_last_step
 from resnetlab.experiments.measure import conv_grad_norms, recalibrate_norms, response_stds
 from resnetlab.models import build_model
 
@@ -249,6 +249,24 @@ def test_gradients_runner_reports_what_autograd_measures(tmp_path):
         assert value == pytest.approx(reference, rel=1e-6)
 
 
+def test_gradients_budget_sets_the_last_step_from_measured_speed(tmp_path):
+    # 90% of 100 s, less 10 s spent and 20 s of measurements, leaves 60 s: 60 steps of 1 s
+    assert _plan_last_step(100.0, 10.0, 1.0, 20.0) == 60
+    with pytest.raises(ValueError, match="too small"):
+        _plan_last_step(30.0, 10.0, 1.0, 20.0)
+    result = run_gradients([8], norms=["batch"], steps=[0, 1, 100000], budget_minutes=0.1, data="synthetic",
+                           batch_size=16, response_images=32, out=tmp_path, device="cpu", quiet=True)
+    assert not result.diverged
+    _, grads = read_csv(tmp_path / "gradients.csv")
+    steps = sorted({int(r["step"]) for r in grads})
+    assert steps[:2] == [0, 1] and len(steps) == 3 and 1 < steps[-1] < 100000  # the planned last step
+    _, responses = read_csv(tmp_path / "responses.csv")
+    assert {int(r["step"]) for r in responses} == {steps[-1]}
+    report = (tmp_path / "report.md").read_text()
+    assert f"steps measured: 0, 1, {steps[-1]} (the last chosen to fit a budget of 0.1 minutes" in report
+    assert f"Residual responses after {steps[-1]} steps" in report
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -279,6 +297,7 @@ def test_cli_experiments_write_their_files(tmp_path, capsys):
     (["degradation", "--schedule", "step"], "unknown schedule"),
     (["gradients", "--norm", "layer"], "unknown norm 'layer'"),
     (["gradients", "--steps", "-1"], "steps must be integers >= 0"),
+    (["gradients", "--budget-minutes", "-1"], "positive number of minutes"),
     (["gradients", "--depths", "x"], "invalid int value"),
     (["nosuch"], "invalid choice"),
 ])

@@ -299,9 +299,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments.gradients import run_gradients
 
     result = run_gradients(args.depths, norms=args.norm, steps=args.steps, data=args.data, data_dir=args.data_dir,
-                           batch_size=args.batch_size, lr=args.lr, precision=args.precision,
-                           response_images=args.response_images, seed=args.seed, device=args.device,
-                           out=args.out, quiet=args.quiet)
+                           budget_minutes=args.budget_minutes, batch_size=args.batch_size, lr=args.lr,
+                           precision=args.precision, response_images=args.response_images, seed=args.seed,
+                           device=args.device, out=args.out, quiet=args.quiet)
     for line in result.statements:
         print(line)
     for model, step in result.diverged.items():
@@ -439,6 +439,8 @@ def build_parser() -> Parser:
     g.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR depths 6n+2 (default 20 56)")
     g.add_argument("--norm", nargs="+", default=["batch", "none"], help="batch and/or none (default both)")
     g.add_argument("--steps", type=int, nargs="+", default=[0, 50], help="training steps measured at (default 0 50)")
+    g.add_argument("--budget-minutes", type=float, help="train each net as many steps as fit in this many minutes "
+                   "in all (the last measurement; replaces the last of --steps)")
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=0.01)
     g.add_argument("--precision", default="fp32", help="of the training steps: fp32, bf16 or fp16 (CUDA)")

@@ -7,6 +7,7 @@ import io
 import math
 import os
 import platform
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -17,12 +18,16 @@ from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset
 from ..fileio import atomic_write_text
 from ..machine import cpu_name
 from ..models import get_spec
+from ..train.engine import EpochStats, train_steps
 
 __all__ = ["choose_data", "load_split", "check_depths", "endless", "fixed_batch", "write_csv",
-           "mean_std", "describe_machine", "default_out", "crop_pad"]
+           "mean_std", "describe_machine", "default_out", "crop_pad", "sync", "seconds_per_step", "BUDGET_SHARE",
+           "TIMING_STEPS"]
 
 SYNTHETIC_SAMPLES = {"train": 2048, "test": 1000}
 PRECISIONS = ("fp32", "bf16", "fp16")
+BUDGET_SHARE = 0.9  # fraction of a time budget planned for; the rest absorbs timing noise
+TIMING_STEPS = (2, 3)  # untimed warm-up steps, then timed steps
 
 
 def choose_data(data: str, data_dir: Optional[str | Path] = None) -> Tuple[str, str]:
@@ -95,6 +100,28 @@ def endless(loader: DeviceLoader) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]
         loader.set_epoch(epoch)
         yield from loader
         epoch += 1
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(model: torch.nn.Module, loader: DeviceLoader, optimizer: Any, scheduler: Any,
+                     device: torch.device, precision: str, scaler: Any = None) -> float:
+    """Seconds per training step of ``model`` (it is trained): TIMING_STEPS untimed, then timed steps."""
+    warm, timed = TIMING_STEPS
+    marks: List[float] = []
+
+    def on_step(_stats: EpochStats) -> bool:
+        sync(device)
+        marks.append(time.perf_counter())
+        return len(marks) >= warm + timed
+
+    train_steps(model, endless(loader), optimizer, scheduler, device=device, precision=precision, scaler=scaler,
+                on_step=on_step)
+    return (marks[-1] - marks[warm - 1]) / timed
 
 
 def fixed_batch(dataset: ArrayDataset, count: int, device: torch.device,

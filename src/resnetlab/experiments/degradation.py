@@ -39,7 +39,19 @@ from ..train.config import TrainConfig
 from ..train.engine import EpochStats, TrainingDiverged, cuda_graphed, evaluate, train_steps
 from ..train.optim import build_optimizer, build_scheduler
 from ..train.run import resolve_device
-from .common import check_common, check_depths, crop_pad, default_out, endless, load_data, write_csv
+from .common import (
+    BUDGET_SHARE,
+    TIMING_STEPS,
+    check_common,
+    check_depths,
+    crop_pad,
+    default_out,
+    endless,
+    load_data,
+    seconds_per_step,
+    sync,
+    write_csv,
+)
 from .figures import plot_degradation
 from .report import degradation_report, final_errors
 
@@ -50,8 +62,6 @@ DEFAULT_ITERATIONS = 1500
 DEFAULT_EVAL_POINTS = 20
 SCHEDULES = ("multistep", "cosine", "constant")
 SHORTCUTS = ("A", "B")
-CALIBRATION_STEPS = (2, 3)  # untimed warm-up steps, then timed steps
-BUDGET_SHARE = 0.9  # fraction of the budget planned for; the rest absorbs timing noise
 EVAL_SHARE = 0.25  # with a budget, evaluations take at most this fraction of it
 
 
@@ -120,11 +130,6 @@ class _Setup:
         return 100.0 * (1.0 - stats.correct1 / max(1, stats.samples))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _train_run(setup: _Setup, kind: str, depth: int, seed: int, iterations: int, eval_every: int,
                quiet: bool) -> List[Dict[str, Any]]:
     """Train one net for ``iterations`` steps; one row per evaluation point."""
@@ -165,25 +170,15 @@ def _train_run(setup: _Setup, kind: str, depth: int, seed: int, iterations: int,
 def _calibrate(setup: _Setup, runs: Sequence[Tuple[str, int]]) -> Tuple[float, float]:
     """Seconds per training step and per test evaluation, summed over the models in ``runs``."""
     step_s = eval_s = 0.0
-    warm, timed = CALIBRATION_STEPS
     for kind, depth in runs:
         torch.manual_seed(0)
         _, model = setup.model(kind, depth)
         loader = setup.loader(0)
-        optimizer, scheduler, scaler = setup.optim(model, warm + timed, len(loader))
-        marks: List[float] = []
-
-        def on_step(_stats: EpochStats, marks: List[float] = marks) -> bool:
-            _sync(setup.device)
-            marks.append(time.perf_counter())
-            return len(marks) >= warm + timed
-
-        train_steps(model, endless(loader), optimizer, scheduler, device=setup.device, precision=setup.precision,
-                    scaler=scaler, on_step=on_step)
-        step_s += (marks[-1] - marks[warm - 1]) / timed
+        optimizer, scheduler, scaler = setup.optim(model, sum(TIMING_STEPS), len(loader))
+        step_s += seconds_per_step(model, loader, optimizer, scheduler, setup.device, setup.precision, scaler)
         start = time.perf_counter()
         setup.test_error(model)
-        _sync(setup.device)
+        sync(setup.device)
         eval_s += time.perf_counter() - start
     return step_s, eval_s
 

@@ -15,6 +15,11 @@ then the std of each block's residual response is measured on the first
 in forward order), layer_name, grad_norm. ``responses.csv`` columns: model, kind,
 depth, norm, step, layer_index (1 = first block), layer_name, response_std.
 A net whose loss becomes NaN or infinite stops there; the report says at which step.
+
+With a time budget, every net is first timed on a throwaway copy (a few training steps
+at lr 0, one gradient measurement, the response measurement); the last measured step
+is then the most training steps for which all nets and their measurements fit in 90%
+of the budget.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from ..train.engine import EpochStats, TrainingDiverged, train_steps
 from ..train.optim import build_optimizer, build_scheduler
 from ..train.run import resolve_device
 from .common import (
+    BUDGET_SHARE,
+    TIMING_STEPS,
     check_common,
     check_depths,
     crop_pad,
@@ -41,6 +48,8 @@ from .common import (
     endless,
     fixed_batch,
     load_data,
+    seconds_per_step,
+    sync,
     write_csv,
 )
 from .figures import plot_gradients, plot_responses
@@ -76,6 +85,29 @@ def model_name(kind: str, depth: int) -> str:
     return f"{'plain' if kind == 'plain' else 'resnet'}{depth}"
 
 
+def _new_model(kind: str, depth: int, norm: str, seed: int, device: torch.device, num_classes: int,
+               in_chans: int) -> torch.nn.Module:
+    """The net built right after seeding torch: the same initial weights for every use."""
+    torch.manual_seed(seed)
+    return build_model(model_name(kind, depth), num_classes=num_classes, in_chans=in_chans, norm_layer=norm).to(device)
+
+
+def _optim(model: torch.nn.Module, lr: float, steps: int, steps_per_epoch: int, precision: str) -> Tuple[Any, Any, Any]:
+    """SGD with momentum 0.9 and weight decay 1e-4 at a constant lr, and a grad scaler for fp16."""
+    config = TrainConfig(lr=lr, momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True, schedule="constant")
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return optimizer, scheduler, scaler
+
+
+def _measure_responses(model: torch.nn.Module, calibration_images: torch.Tensor, batch_size: int,
+                       test_images: torch.Tensor) -> List[Tuple[str, float]]:
+    """Exact BN statistics on the calibration images, then each block's response std on the test images."""
+    recalibrate_norms(model, calibration_images, batch_size)
+    return response_stds(model, test_images)
+
+
 def _measure_model(kind: str, depth: int, norm: str, steps: Sequence[int], seed: int, loader: DeviceLoader,
                    grad_batch: Tuple[torch.Tensor, torch.Tensor], calibration_images: torch.Tensor,
                    test_images: torch.Tensor, lr: float,
@@ -83,8 +115,7 @@ def _measure_model(kind: str, depth: int, norm: str, steps: Sequence[int], seed:
                    in_chans: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], Optional[int]]:
     """Gradient rows at each step, response rows after the last, and the step it diverged at (or None)."""
     name = model_name(kind, depth)
-    torch.manual_seed(seed)
-    model = build_model(name, num_classes=num_classes, in_chans=in_chans, norm_layer=norm).to(device)
+    model = _new_model(kind, depth, norm, seed, device, num_classes, in_chans)
     base = dict(model=name, kind=kind, depth=depth, norm=norm)
     grads: List[Dict[str, Any]] = []
 
@@ -97,10 +128,7 @@ def _measure_model(kind: str, depth: int, norm: str, steps: Sequence[int], seed:
         record(0)
     diverged: Optional[int] = None
     if last > 0:
-        config = TrainConfig(lr=lr, momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True, schedule="constant")
-        optimizer = build_optimizer(model, config)
-        scheduler = build_scheduler(optimizer, config, last, len(loader))
-        scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        optimizer, scheduler, scaler = _optim(model, lr, last, len(loader), precision)
         done = [0]
 
         def on_step(_stats: EpochStats) -> bool:
@@ -116,17 +144,52 @@ def _measure_model(kind: str, depth: int, norm: str, steps: Sequence[int], seed:
             diverged = done[0] + 1
     responses: List[Dict[str, Any]] = []
     if diverged is None:
-        recalibrate_norms(model, calibration_images, grad_batch[0].shape[0])
-        for index, (block, value) in enumerate(response_stds(model, test_images), start=1):
+        stds = _measure_responses(model, calibration_images, grad_batch[0].shape[0], test_images)
+        for index, (block, value) in enumerate(stds, start=1):
             responses.append(dict(base, step=last, layer_index=index, layer_name=block, response_std=value))
     return grads, responses, diverged
 
 
+def _time_model(kind: str, depth: int, norm: str, loader: DeviceLoader, grad_batch: Tuple[torch.Tensor, torch.Tensor],
+                calibration_images: torch.Tensor, test_images: torch.Tensor, precision: str, device: torch.device,
+                num_classes: int, in_chans: int) -> Tuple[float, float, float]:
+    """Seconds of one training step, one gradient measurement and the final response measurement of a
+    throwaway net (trained at lr 0, so that timing never diverges)."""
+    model = _new_model(kind, depth, norm, 0, device, num_classes, in_chans)
+    start = time.perf_counter()
+    conv_grad_norms(model, *grad_batch)
+    sync(device)
+    measure_s = time.perf_counter() - start
+    optimizer, scheduler, scaler = _optim(model, 0.0, sum(TIMING_STEPS), len(loader), precision)
+    try:
+        step_s = seconds_per_step(model, loader, optimizer, scheduler, device, precision, scaler)
+    except TrainingDiverged:  # non-finite already at initialization: the real run stops at its first step
+        step_s = 0.0
+    start = time.perf_counter()
+    _measure_responses(model, calibration_images, grad_batch[0].shape[0], test_images)
+    sync(device)
+    return step_s, measure_s, time.perf_counter() - start
+
+
+def _plan_last_step(budget_s: float, spent_s: float, step_s: float, measure_s: float) -> int:
+    """The most training steps for which every model's steps (``step_s`` summed over models) and
+    measurements (``measure_s`` in all) fit in the budget left."""
+    left = BUDGET_SHARE * budget_s - spent_s - measure_s
+    if left < step_s:
+        raise ValueError(f"budget of {budget_s / 60:.2f} minutes is too small: timing took {spent_s:.0f} s, the "
+                         f"measurements need about {measure_s:.0f} s and one step of every model {step_s:.2f} s")
+    return int(left / step_s) if step_s > 0 else 1
+
+
 def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NORMS, steps: Sequence[int] = (0, 50),
                   data: str = "auto", data_dir: Optional[str | Path] = None, batch_size: int = 128,
-                  lr: float = 0.01, precision: str = "fp32", response_images: int = 500, seed: int = 0,
-                  device: str = "auto", out: Optional[str | Path] = None, quiet: bool = False) -> GradientsResult:
-    """Measure per-layer gradient norms and residual responses; write CSVs, PNGs and report.md."""
+                  budget_minutes: Optional[float] = None, lr: float = 0.01, precision: str = "fp32",
+                  response_images: int = 500, seed: int = 0, device: str = "auto", out: Optional[str | Path] = None,
+                  quiet: bool = False) -> GradientsResult:
+    """Measure per-layer gradient norms and residual responses; write CSVs, PNGs and report.md.
+
+    With ``budget_minutes`` the last of ``steps`` becomes the most training steps that fit the budget
+    (timed on throwaway nets first); the earlier steps below it are kept."""
     started = time.perf_counter()
     depth_list = check_depths(depths)
     torch_device = resolve_device(device)
@@ -138,6 +201,8 @@ def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NO
     step_list = sorted({int(s) for s in steps})
     if not step_list or step_list[0] < 0:
         raise ValueError(f"steps must be integers >= 0 (0 = at initialization), got {list(steps)}")
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise ValueError(f"budget must be a positive number of minutes, got {budget_minutes}")
     if response_images < 1:
         raise ValueError(f"response_images must be >= 1, got {response_images}")
 
@@ -149,24 +214,43 @@ def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NO
     out_dir.mkdir(parents=True, exist_ok=True)
 
     jobs = [(norm, depth, kind) for norm in norm_list for depth in depth_list for kind in ("plain", "residual")]
+    num_classes, in_chans = train_set.num_classes, train_set.image_shape[0]
+
+    def new_loader() -> DeviceLoader:
+        return DeviceLoader(train_set, batch_size, train=True, device=torch_device, augment="crop-flip",
+                            pad=crop_pad(train_set), seed=seed)
+
+    plan_note = "asked for"
+    if budget_minutes is not None:
+        timing_start = time.perf_counter()
+        step_s = measure_s = 0.0
+        for norm, depth, kind in jobs:
+            one_step, one_measure, final = _time_model(kind, depth, norm, new_loader(), grad_batch,
+                                                       calibration_images, test_images, precision, torch_device,
+                                                       num_classes, in_chans)
+            step_s += one_step
+            measure_s += one_measure * (len(step_list) + 1) + final
+        last = _plan_last_step(60.0 * budget_minutes, time.perf_counter() - started, step_s, measure_s)
+        step_list = [s for s in step_list if s < last] + [last]
+        plan_note = (f"the last chosen to fit a budget of {budget_minutes:g} minutes: one training step of every "
+                     f"model took {step_s:.3f} s and the measurements about {measure_s:.0f} s in all (timed in "
+                     f"{time.perf_counter() - timing_start:.0f} s on throwaway nets); {100 * BUDGET_SHARE:.0f}% "
+                     "of the budget was planned for")
     grads: List[Dict[str, Any]] = []
     responses: List[Dict[str, Any]] = []
     diverged: Dict[str, int] = {}
     for norm, depth, kind in tqdm(jobs, desc="models", unit="model", disable=quiet, leave=False, dynamic_ncols=True):
-        loader = DeviceLoader(train_set, batch_size, train=True, device=torch_device, augment="crop-flip",
-                              pad=crop_pad(train_set), seed=seed)
-        g, r, at = _measure_model(kind, depth, norm, step_list, seed, loader, grad_batch, calibration_images,
-                                  test_images, lr, precision, torch_device, train_set.num_classes,
-                                  train_set.image_shape[0])
+        g, r, at = _measure_model(kind, depth, norm, step_list, seed, new_loader(), grad_batch, calibration_images,
+                                  test_images, lr, precision, torch_device, num_classes, in_chans)
         grads += g
         responses += r
         if at is not None:
             diverged[f"{model_name(kind, depth)} (norm {norm})"] = at
 
     wall_s = time.perf_counter() - started
-    settings = dict(data=data_note, steps=", ".join(map(str, step_list)), last_step=step_list[-1], lr=lr,
-                    batch_size=batch_size, precision=precision, seed=seed, response_images=len(test_images),
-                    device=torch_device, wall_s=wall_s)
+    settings = dict(data=data_note, steps=f"{', '.join(map(str, step_list))} ({plan_note})",
+                    last_step=step_list[-1], lr=lr, batch_size=batch_size, precision=precision, seed=seed,
+                    response_images=len(test_images), device=torch_device, wall_s=wall_s)
     title = f"{name}, batch {batch_size}, lr {lr:g}"
     grad_csv = write_csv(out_dir / "gradients.csv", GRADIENT_COLUMNS, grads)
     resp_csv = write_csv(out_dir / "responses.csv", RESPONSE_COLUMNS, responses)
