@@ -107,6 +107,53 @@ def test_eval_every_skips_epochs_but_always_evaluates_the_last(tmp_path):
     assert (run / "curves.png").is_file() and (run / "best.safetensors").is_file()
 
 
+def test_progress_bar_and_epoch_lines(tmp_path, capsys, monkeypatch):
+    import re
+
+    from tqdm import tqdm
+
+    import resnetlab.train.run
+
+    class EveryStep(tqdm):  # redraw on every step, so that the test does not depend on timing
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, mininterval=0, miniters=1, **kwargs)
+
+    monkeypatch.setattr(resnetlab.train.run, "tqdm", EveryStep)
+    train(tiny_config(tmp_path, name="loud", quiet=False))
+    captured = capsys.readouterr()
+    bar = r"epoch {e}/2: +\d+%\|.*\| {n}/16 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(batch/s|s/batch), "
+    fields = r"loss=\d+\.\d{3}, acc=\d+\.\d, img_s=\d+\]"
+    for epoch in (1, 2):  # a bar per epoch: done/total, elapsed<ETA, rate, loss, accuracy, images/s
+        assert re.search(bar.format(e=epoch, n=16) + fields, captured.err), captured.err[-400:]
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2  # one summary line per epoch
+    assert re.match(r"epoch +2/2 +step 32 +train loss \d\.\d{4} acc [\d.]+% +test loss \d\.\d{4} acc [\d.]+% "
+                    r"top5 [\d.]+% +\d+ img/s +\d+s$", lines[1]), lines[1]
+    train(tiny_config(tmp_path, name="quiet"))
+    captured = capsys.readouterr()
+    assert "img_s=" not in captured.err and "epoch 1/2:" not in captured.err
+    assert [line.split()[1] for line in captured.out.splitlines() if line.startswith("epoch")] == ["2/2"]
+
+
+def test_tensorboard_logs_every_metric_at_its_step(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_config(tmp_path, name="tb", tensorboard=True, eval_every=2, epochs=3))
+    run = Path(result["run_dir"])
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    tags = set(events.Tags()["scalars"])
+    assert {"lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "wall_s"} <= tags
+    for key in ("train_loss", "test_top1", "lr"):
+        logged = [(e.step, e.value) for e in events.Scalars(key)]
+        expected = [(row["step"], row[key]) for row in history if row[key] is not None]
+        assert [step for step, _ in logged] == [step for step, _ in expected], key
+        assert [value for _, value in logged] == pytest.approx([value for _, value in expected], rel=1e-6), key
+    assert [e.step for e in events.Scalars("test_top1")] == [32, 48]  # epochs 2 and 3: the skipped one is absent
+
+
 def weights_of(run_dir: Path):
     state, _ = read_checkpoint(run_dir / "last.safetensors")
     return state

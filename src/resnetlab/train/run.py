@@ -243,9 +243,9 @@ class Trainer:
         """After each step: progress bar, mid-epoch checkpoints, and whether to stop the epoch."""
         self.step += 1
         self._bar.update(1)
-        self._bar.set_postfix(loss=f"{stats.loss_sum / stats.samples:.3f}",
-                              acc=f"{100 * stats.correct1 / stats.samples:.1f}",
-                              img_s=f"{stats.samples / max(stats.seconds, 1e-9):.0f}", refresh=False)
+        self._bar.set_postfix(dict(loss=f"{stats.loss_sum / stats.samples:.3f}",  # a dict keeps this order
+                                   acc=f"{100 * stats.correct1 / stats.samples:.1f}",
+                                   img_s=f"{stats.samples / max(stats.seconds, 1e-9):.0f}"), refresh=False)
         if self.config.stop_after_steps and self.step >= self.config.stop_after_steps:
             self._stop_requested = True
         elif self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
