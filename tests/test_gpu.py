@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnetlab.data import DeviceLoader, load_dataset
-from resnetlab.experiments import run_degradation
+from resnetlab.experiments import run_degradation, run_gradients
 from resnetlab.inference import evaluate_checkpoint
 from resnetlab.train import resolve_config, resume, train
 from resnetlab.train.config import to_toml
@@ -104,6 +104,19 @@ def test_cuda_graphs_train_the_degradation_nets_as_eager_steps_do(tmp_path):
     # the same training up to arithmetic order: training errors within a few points after 60 steps
     for a, b in zip(rows, graphed_rows):
         assert abs(float(a[5]) - float(b[5])) <= 6.0, (a, b)
+
+
+def test_gradients_on_cuda_measure_what_the_cpu_measures(tmp_path):
+    common = dict(norms=["batch"], steps=[0, 2], data="synthetic", batch_size=16, response_images=32, quiet=True)
+    gpu = run_gradients([8], device="cuda", out=tmp_path / "gpu", **common)
+    cpu = run_gradients([8], device="cpu", out=tmp_path / "cpu", **common)
+    assert "device: cuda" in gpu.report.read_text()
+    gpu_rows = [line.split(",") for line in gpu.gradients_csv.read_text().splitlines()[1:]]
+    cpu_rows = [line.split(",") for line in cpu.gradients_csv.read_text().splitlines()[1:]]
+    assert [r[:7] for r in gpu_rows] == [r[:7] for r in cpu_rows] and len(gpu_rows) == 2 * 2 * 7
+    for a, b in zip(gpu_rows, cpu_rows):
+        if a[4] == "0":  # at initialization: the same net on the same batch (TF32 convolutions allowed)
+            assert float(a[7]) == pytest.approx(float(b[7]), rel=1e-2), (a, b)
 
 
 def test_eval_on_cuda_and_int8_on_the_cpu_from_auto(tmp_path):
