@@ -6,14 +6,18 @@ import gzip
 import hashlib
 import os
 import pickle
+import shutil
 import struct
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.datasets.utils as tv_utils
 from PIL import Image
+from torchvision.datasets import FashionMNIST
 
 from resnetlab.data import (
     ArrayDataset,
@@ -213,7 +217,100 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "download_and_extract_archive", offline)
     with pytest.raises(DownloadError) as err:
         load_dataset("cifar10", data_dir=tmp_path / "dl", download=True)
-    assert "cifar-10-python.tar.gz" in one_line(err) and (tmp_path / "dl").is_dir()
+    message = one_line(err)
+    assert "cifar-10-python.tar.gz" in message and "name resolution" in message
+    assert f"looked in {tmp_path / 'dl'}" in message and "cifar-10-batches-py" in message
+    assert not (tmp_path / "dl").exists()  # the folder made to download into is gone again
+
+
+UPSTREAM_IDX = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz"]
+
+
+def md5sum(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """Fashion-MNIST's four upstream .gz files, served from a local folder as its only mirror.
+
+    torchvision's download code runs (md5 check, extraction); only the transfer is replaced, as its
+    progress bar needs an HTTP response. The transfer refuses anything but file:// URLs.
+    """
+    def transfer(url, filename, chunk_size=0):
+        assert url.startswith("file://"), f"a test tried the network: {url}"
+        with urllib.request.urlopen(url) as response, open(filename, "wb") as out:
+            shutil.copyfileobj(response, out)
+
+    monkeypatch.setattr(tv_utils, "_urlretrieve", transfer)
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    folder = tmp_path / "mirror"
+    written = make_idx_dataset(folder, gz=True)
+    monkeypatch.setattr(FashionMNIST, "mirrors", [folder.as_uri() + "/"])
+    monkeypatch.setattr(FashionMNIST, "resources", [(name, md5sum(folder / name)) for name in UPSTREAM_IDX])
+    return written
+
+
+def test_a_partial_folder_is_skipped(tmp_path, monkeypatch):
+    partial, system = tmp_path / "arg", tmp_path / "debian"
+    write_idx(partial / "train-images-idx3-ubyte", np.zeros((12, 28, 28)))  # train images only
+    written = make_idx_dataset(system, gz=True)
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion-mnist": [system]})
+    assert find_data("fashion-mnist", data_dir=partial) == system
+    ds = load_dataset("fashion-mnist", "test", data_dir=partial)
+    assert np.array_equal(ds.images[:, 0].numpy(), written["test"][0])
+    make_cifar10(tmp_path / "env" / "cifar-10-batches-py")
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "env"))
+    for missing in ("test_batch", "data_batch_5", "batches.meta"):
+        make_cifar10(tmp_path / "arg" / "cifar-10-batches-py")
+        (tmp_path / "arg" / "cifar-10-batches-py" / missing).unlink()
+        assert find_data("cifar10", data_dir=tmp_path / "arg") == tmp_path / "env" / "cifar-10-batches-py"
+
+
+def test_download_completes_a_partial_folder(tmp_path, mirror):
+    raw = tmp_path / "dl" / "FashionMNIST" / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", mirror["train"][0])  # left by an earlier download
+    for split in ("train", "test"):
+        ds = load_dataset("fashion-mnist", split, data_dir=tmp_path / "dl", download=True)
+        assert np.array_equal(ds.images[:, 0].numpy(), mirror[split][0])
+        assert np.array_equal(ds.labels.numpy(), mirror[split][1])
+    assert (raw / "t10k-labels-idx1-ubyte.gz").is_file()
+    assert not (raw / "train-images-idx3-ubyte.gz").exists()  # there already, not downloaded again
+
+
+def test_md5_mismatch_removes_the_bad_file(tmp_path, monkeypatch, mirror):
+    url = FashionMNIST.mirrors[0] + "t10k-images-idx3-ubyte.gz"
+    resources = [(name, "0" * 32 if name == "t10k-images-idx3-ubyte.gz" else md5)
+                 for name, md5 in FashionMNIST.resources]
+    monkeypatch.setattr(FashionMNIST, "resources", resources)
+    with pytest.raises(DownloadError) as err:
+        load_dataset("fashion-mnist", data_dir=tmp_path / "dl", download=True)
+    assert url in one_line(err) and "md5" in str(err.value)
+    raw = tmp_path / "dl" / "FashionMNIST" / "raw"
+    assert sorted(path.name for path in raw.iterdir()) == [  # the good files stay, the bad one is gone
+        "train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte",
+        "train-labels-idx1-ubyte.gz"]
+    monkeypatch.setattr(FashionMNIST, "resources", [("train-images-idx3-ubyte.gz", "0" * 32)])
+    with pytest.raises(DownloadError) as err:
+        load_dataset("fashion-mnist", data_dir=tmp_path / "new", download=True)
+    assert FashionMNIST.mirrors[0] + "train-images-idx3-ubyte.gz" in one_line(err)
+    assert not (tmp_path / "new").exists() and not (Path(os.environ["HOME"]) / ".cache").exists()
+
+
+def test_offline_download_says_where_it_looked_and_how_to_get_the_data(tmp_path, monkeypatch, mirror):
+    nowhere = [(tmp_path / "nowhere" / str(i)).as_uri() + "/" for i in (1, 2)]
+    monkeypatch.setattr(FashionMNIST, "mirrors", nowhere)
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "debian"]})
+    with pytest.raises(DownloadError) as err:
+        load_dataset("fashion-mnist", data_dir=tmp_path / "arg", download=True)
+    message = one_line(err)
+    assert nowhere[0] + "train-images-idx3-ubyte.gz: [Errno 2] No such file or directory" in message
+    assert nowhere[1] not in message and "tried 2 mirrors" in message  # only the first mirror's reason
+    for place in ("arg", "arg/FashionMNIST/raw", "home/.cache/resnetlab", "debian"):
+        assert str(tmp_path / place) in message
+    assert sources.HOW_TO_GET["fashion-mnist"] in message
+    assert not (tmp_path / "arg").exists() and not (tmp_path / "home" / ".cache").exists()
 
 
 def test_unknown_name_and_split():

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import urllib.error
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
 from .base import CLASSES, MEAN, STD, ArrayDataset
 from .readers import read_cifar_batch, read_cifar_meta, read_idx_pair
@@ -115,10 +117,12 @@ def _find_idx(folder: Path, stem: str) -> Optional[Path]:
 
 
 def _holds(key: str, folder: Path) -> bool:
+    """Whether folder holds every file the loader of `key` reads, for both splits."""
     if key in CIFAR_FILES:
-        train_files, _, meta_file = CIFAR_FILES[key][:3]
-        return (folder / meta_file).is_file() and (folder / train_files[0]).is_file()
-    return _find_idx(folder, _idx_stems("train")[0]) is not None
+        train_files, test_files, meta_file = CIFAR_FILES[key][:3]
+        return all((folder / name).is_file() for name in (meta_file, *train_files, *test_files))
+    stems = _idx_stems("train") + _idx_stems("test")
+    return all(_find_idx(folder, stem) is not None for stem in stems)
 
 
 def find_data(name: str, data_dir: Optional[str | Path] = None) -> Path:
@@ -135,8 +139,7 @@ def find_data(name: str, data_dir: Optional[str | Path] = None) -> Path:
     )
 
 
-def _writable_root(data_dir: Optional[str | Path]) -> Path:
-    roots = _roots(data_dir)
+def _writable_root(roots: list[Path]) -> Path:
     for root in roots:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -147,36 +150,94 @@ def _writable_root(data_dir: Optional[str | Path]) -> Path:
     raise DownloadError(f"no writable folder to download into; tried {', '.join(map(str, roots))}")
 
 
-def _fetch(url: str, folder: Path, filename: str, md5: str) -> None:
+def _new_dirs(folder: Path) -> list[Path]:
+    """folder and those of its parents that do not exist yet."""
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder this code wrote."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _reason(err: BaseException) -> str:
+    """A short, one-line reason for a failed download."""
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        err = err.reason  # "[Errno -3] Temporary failure ..." rather than "<urlopen error ...>"
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _fetch(url: str, folder: Path, filename: str, md5: str, extracted: Path) -> None:
+    """Download `url` to folder/filename, check its md5 and extract it to `extracted`.
+
+    A failure removes what this call wrote and a file that fails the md5 check.
+    """
+    archive = folder / filename
+    fresh = [path for path in (archive, extracted) if not path.exists()]
     try:
         download_and_extract_archive(url, download_root=str(folder), filename=filename, md5=md5)
-    except Exception as err:  # URLError, HTTPError, md5 mismatch (RuntimeError), disk errors
-        message = " ".join(str(err).split()) or type(err).__name__
-        raise DownloadError(f"download of {url} into {folder} failed: {message}") from None
+    except BaseException as err:  # URLError, HTTPError, md5 mismatch (RuntimeError), disk errors, ^C
+        mismatch = archive.is_file() and not check_integrity(str(archive), md5)
+        for path in fresh:
+            _remove(path)
+        if mismatch:
+            archive.unlink(missing_ok=True)  # a bad download, from this call or an earlier one
+        if not isinstance(err, Exception):
+            raise
+        reason = "md5 mismatch" if mismatch and type(err) is RuntimeError else _reason(err)
+        raise DownloadError(f"{url}: {reason}") from None
 
 
-def download_data(name: str, data_dir: Optional[str | Path] = None) -> Path:
-    """Download `name` from its canonical source (md5-checked) into the first writable root."""
-    key = _canonical(name)
-    if key == "synthetic":
-        raise ValueError("the synthetic dataset is generated, it has no files")
-    root = _writable_root(data_dir)
+def _download(key: str, root: Path) -> Path:
+    """Fetch the files of `key` missing under root; the folder holding them."""
     subdir, source = TORCHVISION_LAYOUT[key]
     if key in CIFAR_FILES:
-        _fetch(source.url, root, source.filename, source.tgz_md5)
+        _fetch(source.url, root, source.filename, source.tgz_md5, root / subdir)
         return root / subdir
     folder = root / subdir
     for filename, md5 in source.resources:
+        stem = filename.removesuffix(".gz")
+        if _find_idx(folder, stem) not in (None, folder / filename):
+            continue  # there already, uncompressed; the fetch md5-checks an archive that is there
         errors = []
         for mirror in source.mirrors:
             try:
-                _fetch(mirror + filename, folder, filename, md5)
+                _fetch(mirror + filename, folder, filename, md5, folder / stem)
                 break
             except DownloadError as err:
                 errors.append(str(err))
         else:
-            raise DownloadError("; ".join(errors))
+            tried = f" (tried {len(errors)} mirrors)" if len(errors) > 1 else ""
+            raise DownloadError(errors[0] + tried)
     return folder
+
+
+def download_data(name: str, data_dir: Optional[str | Path] = None) -> Path:
+    """Download `name` from its canonical source (md5-checked) into the first writable root.
+
+    Files already there are kept; a failure leaves no partial file and no folder it created, and
+    its DownloadError says where the data was looked for and how to get it.
+    """
+    key = _canonical(name)
+    if key == "synthetic":
+        raise ValueError("the synthetic dataset is generated, it has no files")
+    roots = _roots(data_dir)
+    subdir = TORCHVISION_LAYOUT[key][0]
+    new_dirs = {path for root in roots for path in _new_dirs(root / subdir)}
+    try:
+        return _download(key, _writable_root(roots))
+    except BaseException as err:
+        for folder in sorted(new_dirs, key=lambda path: len(path.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if not isinstance(err, DownloadError):
+            raise
+        looked = ", ".join(str(d) for d in search_dirs(key, data_dir))
+        raise DownloadError(f"could not download {key}: {err}; looked in {looked}; {HOW_TO_GET[key]}") from None
 
 
 def _load_idx(key: str, folder: Path, split: str) -> ArrayDataset:
