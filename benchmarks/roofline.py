@@ -33,7 +33,8 @@ import torch
 import torchvision
 
 from resnetlab.analysis.summary import count_macs
-from resnetlab.bench import machine_name, time_batches
+from resnetlab.bench import machine_name
+from resnetlab.export import time_batches
 
 TARGETS = {"fp32": 2.0, "bf16": 3.5, "int8": 6.0}  # the inference issue's ratios to the reference
 PEAK_SOURCE = Path(__file__).with_name("peak_fma.c")

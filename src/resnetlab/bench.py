@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .export import OnnxModel, fold_batchnorm, optimize_for_inference, write_export
+from .export import OnnxModel, fold_batchnorm, optimize_for_inference, time_batches, write_export
 from .machine import cpu_name
 
 PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "int8", "onnx-int8")
@@ -95,20 +95,6 @@ def torchvision_twin(model: nn.Module, arch: str) -> Optional[nn.Module]:
     return twin.eval()
 
 
-@torch.inference_mode()
-def time_batches(run: Callable[[Tensor], Tensor], x: Tensor, seconds: float, warmup: int = 3) -> List[float]:
-    """Seconds per call of run(x), repeated for about ``seconds`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        run(x)
-    times: List[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        tick = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - tick)
-    return times
-
-
 def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[str], calibration: Tensor,
                  example: Tensor, folder: Path) -> Dict[str, Callable[[], Callable[[Tensor], Tensor]]]:
     """A builder per path; each returns the function from a float batch to float logits."""
@@ -141,7 +127,7 @@ def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[st
         "onednn-graph": onednn_graph,
         "bf16": lambda: optimize_for_inference(model, "bf16", compile=True, example=example),
         "onnx-fp32": lambda: onnx("fp32"),
-        "int8": lambda: optimize_for_inference(model, "int8", calibration),
+        "int8": lambda: optimize_for_inference(model, "int8", calibration, int8_engine="torch"),
         "onnx-int8": lambda: onnx("int8"),
     }
     if twin is not None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
+import statistics
 import tempfile
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +32,7 @@ PathLike = Union[str, Path]
 PRECISIONS = ("fp32", "bf16", "int8")
 FORMATS = ("onnx", "torchscript", "safetensors")
 ENGINES = ("torch", "onnx")
+INT8_ENGINES = ("auto",) + ENGINES  # auto: both are built and the faster one is kept
 # Which precisions each format can hold (bf16 ONNX does not run on ONNX Runtime's CPU
 # provider; int8 weights need the quantized graph, which safetensors cannot describe).
 FORMAT_PRECISIONS = {"onnx": ("fp32", "int8"), "torchscript": PRECISIONS, "safetensors": ("fp32", "bf16")}
@@ -137,7 +141,11 @@ class InferenceModel(nn.Module):
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.channels_last = precision != "int8"
         self.compiled = compiled
-        runner = torch.compile(model) if compiled else model
+        self.choice = ""  # what optimize_for_inference measured and kept
+        # Static shapes: a new batch size compiles anew, frozen. With automatic dynamic shapes the
+        # recompile kept the weights as graph inputs, for this model and for later ones of its class
+        # (measured, torch 2.15).
+        runner = torch.compile(model, dynamic=False) if compiled else model
         # Kept out of the module tree so state_dict() has the model's keys only once.
         object.__setattr__(self, "_runner", runner)
 
@@ -149,18 +157,66 @@ class InferenceModel(nn.Module):
             return self._runner(x).float()
 
 
+@torch.inference_mode()
+def time_batches(run: Callable[[Tensor], Tensor], x: Tensor, seconds: float, warmup: int = 3) -> List[float]:
+    """Seconds per call of run(x), repeated for about ``seconds`` (at least 3 calls) after ``warmup`` calls."""
+    for _ in range(warmup):
+        run(x)
+    times: List[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        tick = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - tick)
+    return times
+
+
+def _faster(candidates: Dict[str, InferenceModel], x: Tensor, seconds: float = 1.0) -> Tuple[InferenceModel, str]:
+    """The candidate with the lowest median time on ``x``, and a line with every candidate's time."""
+    times = {name: statistics.median(time_batches(run, x, seconds)) for name, run in candidates.items()}
+    best = min(times, key=times.__getitem__)
+    measured = ", ".join(f"{name} {1000 * t:.1f} ms" for name, t in times.items())
+    return candidates[best], f"{best} (measured per batch of {len(x)}: {measured})"
+
+
+def onnx_runtime_model(model: nn.Module, precision: str, example: Tensor, calibration: Optional[Tensor] = None,
+                       metadata: Optional[Dict[str, Any]] = None) -> OnnxModel:
+    """``model`` exported to ONNX in ``precision`` (int8: ONNX Runtime's static QDQ, calibrated on
+    ``calibration``) and run by ONNX Runtime, as a module; no file is kept."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{precision}.onnx"
+        write_export(model, path, "onnx", precision, example, calibration, True, metadata or {})
+        return OnnxModel(path)  # the session holds the model; the file can go
+
+
+def _finish(optimized: InferenceModel, model: nn.Module, choice: str) -> InferenceModel:
+    optimized.in_chans = getattr(model, "in_chans", None)
+    optimized.num_classes = getattr(model, "num_classes", None)
+    optimized.choice = choice
+    return optimized
+
+
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibration: Optional[Tensor] = None,
-                           compile: bool = True, example: Optional[Tensor] = None) -> InferenceModel:
+                           compile: Union[bool, str] = "auto", example: Optional[Tensor] = None,
+                           int8_engine: str = "auto") -> InferenceModel:
     """``model`` prepared for fast inference in ``precision``.
 
     fp32 and bf16: BatchNorm folded into the convs, channels_last, bf16 weights for bf16,
-    and ``torch.compile`` with freezing when ``compile`` (inductor needs a C++ compiler on
-    CPU; if compiling ``example`` fails the eager path is kept, with a warning).
-    int8: static quantization (``quantize_int8``) calibrated on ``calibration``, a float
-    N x C x H x W tensor of normalized images as the model sees them.
-    The model itself is not modified.
+    and ``torch.compile`` with freezing. ``compile="auto"`` keeps the compiled model only
+    where it measures faster than the uncompiled one on ``example`` (without an example it
+    compiles); ``True`` always compiles, ``False`` never. Inductor needs a C++ compiler on
+    CPU: if compiling ``example`` fails, the eager path is kept, with a warning.
+    int8: static quantization calibrated on ``calibration``, a float N x C x H x W tensor
+    of normalized images as the model sees them, by torch FX (``int8_engine="torch"``,
+    ``quantize_int8``) or ONNX Runtime (``"onnx"``); ``"auto"`` builds both (when
+    onnxruntime is installed) and keeps the faster on ``example`` (else the first 8
+    calibration images).
+    ``choice`` on the result says what was measured and kept. The model itself is not modified.
     """
     check_choice(precision, PRECISIONS, "precision")
+    check_choice(int8_engine, INT8_ENGINES, "int8 engine")
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     in_chans = getattr(model, "in_chans", None)
     if precision == "int8":
         if calibration is None:
@@ -170,24 +226,39 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
             raise ValueError(f"int8 (torch FX, x86 kernels) runs on the CPU; the model is on {device}")
         if in_chans is not None:
             calibration = check_inputs(calibration, in_chans, "calibration data")
-        prepared: nn.Module = quantize_int8(model, calibration)
-        compile = False  # the quantized graph runs oneDNN/fbgemm kernels already
-    else:
-        prepared = fold_batchnorm(model).to(memory_format=torch.channels_last)
-        if precision == "bf16":
-            prepared = prepared.to(torch.bfloat16)
-    optimized = InferenceModel(prepared, precision, compile)
-    optimized.in_chans = in_chans
-    optimized.num_classes = getattr(model, "num_classes", None)
-    if compile and example is not None:
-        try:
-            optimized(example)
-        except Exception as error:  # inductor raises many kinds (no compiler, unsupported op)
-            warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
-                          "running eagerly", stacklevel=2)
-            optimized = InferenceModel(prepared, precision, compiled=False)
-            optimized.in_chans, optimized.num_classes = in_chans, getattr(model, "num_classes", None)
-    return optimized
+        probe = example if example is not None else calibration[:8]
+        if int8_engine == "auto" and importlib.util.find_spec("onnxruntime") is None:
+            int8_engine = "torch"
+        candidates: Dict[str, InferenceModel] = {}
+        if int8_engine in ("auto", "torch"):
+            candidates["torch FX int8"] = InferenceModel(quantize_int8(model, calibration), "int8", compiled=False)
+        if int8_engine in ("auto", "onnx"):
+            onnx = onnx_runtime_model(model, "int8", probe[:2], calibration)
+            candidates["ONNX Runtime int8"] = InferenceModel(onnx, "int8", compiled=False)
+        if len(candidates) == 1:
+            ((name, chosen),) = candidates.items()
+            return _finish(chosen, model, name)
+        chosen, choice = _faster(candidates, probe)
+        return _finish(chosen, model, choice)
+    prepared = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    if precision == "bf16":
+        prepared = prepared.to(torch.bfloat16)
+    eager = InferenceModel(prepared, precision, compiled=False)
+    if not compile:
+        return _finish(eager, model, f"{precision} eager (not compiled)")
+    compiled = InferenceModel(prepared, precision, compiled=True)
+    if example is None:
+        return _finish(compiled, model, f"{precision} compiled (not measured: no example)")
+    try:
+        compiled(example)
+    except Exception as error:  # inductor raises many kinds (no compiler, unsupported op)
+        warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
+                      "running eagerly", stacklevel=2)
+        return _finish(eager, model, f"{precision} eager (torch.compile failed)")
+    if compile is True:
+        return _finish(compiled, model, f"{precision} compiled")
+    chosen, choice = _faster({f"{precision} compiled": compiled, f"{precision} eager": eager}, example)
+    return _finish(chosen, model, choice)
 
 
 # ---------------------------------------------------------------- comparing logits
