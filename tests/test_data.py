@@ -745,3 +745,18 @@ def test_a_named_image_folder_is_found_under_the_data_roots(tmp_path, monkeypatc
     assert "no folder places365 in" in message and str(tmp_path / "root") in message and "\n" not in message
     with pytest.raises(ValueError, match="not a folder; pass --data PATH"):
         find_image_folder(str(tmp_path / "missing" / "deeper"))
+
+
+def test_image_folders_read_16bit_images_scaled_as_predict_does(tmp_path):
+    from PIL import Image
+
+    from resnetlab.data.folders import _image_folder
+
+    for label, image in (("eight", Image.new("L", (8, 8), 128)),
+                         ("sixteen", Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)))):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        image.save(tmp_path / "images" / label / "grey.png")
+    folder = _image_folder(tmp_path / "images")
+    eight, sixteen = (np.asarray(folder[i][0]) for i in range(2))
+    assert folder.classes == ["eight", "sixteen"] and sixteen.shape == (8, 8, 3)
+    assert np.array_equal(eight, sixteen)  # mid-grey both, where PIL's convert would make the 16-bit one white

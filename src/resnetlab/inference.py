@@ -3,24 +3,24 @@ ONNX Runtime, in fp32, bf16 or int8."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from .data import DATASETS, DeviceLoader, ImageFolderData, load_dataset
-from .data.inputs import ImagePreprocess, expand_paths, input_size, load_inputs
+from .data import DATASETS, DeviceLoader, load_dataset
+from .data.inputs import ImagePreprocess, LabelledFolder, expand_paths, input_size, load_inputs
 from .export import (
     ENGINES,
     FORMAT_PRECISIONS,
     PRECISIONS,
     OnnxModel,
     check_choice,
+    onnx_runtime_model,
     optimize_for_inference,
-    write_export,
 )
 from .train.engine import evaluate
 from .train.run import resolve_device
@@ -75,15 +75,13 @@ def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = No
     if engine == "onnx":
         check_choice(precision, FORMAT_PRECISIONS["onnx"], "ONNX Runtime precision")
         example = torch.zeros(2, model.in_chans, *input_size(metadata.get("preprocessing") or {}))
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.onnx"
-            write_export(model, path, "onnx", precision, example, calibration_set, True, metadata)
-            return OnnxModel(path), metadata
+        return onnx_runtime_model(model, precision, example, calibration_set, metadata), metadata
     if precision == "fp32":
         return model.to(target), metadata
     if precision == "int8" and target.type != "cpu":
         raise ValueError(f"int8 (torch) runs on the CPU; got device {target}: pass --device cpu")
-    return optimize_for_inference(model.to(target), precision, calibration_set, compile=compile), metadata
+    return optimize_for_inference(model.to(target), precision, calibration_set, compile=compile,
+                                  int8_engine="torch"), metadata
 
 
 def inference_device(device: str, engine: str, precision: str) -> torch.device:
@@ -93,14 +91,22 @@ def inference_device(device: str, engine: str, precision: str) -> torch.device:
     return resolve_device(device)
 
 
+def recorded_flip_tta(metadata: Dict[str, Any]) -> bool:
+    """Whether the checkpoint's training evaluated each image with its mirror averaged in."""
+    return bool((metadata.get("preprocessing") or {}).get("flip_tta", False))
+
+
 def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional[str] = None,
                         model_name: Optional[str] = None, batch_size: int = 256, device: str = "auto",
-                        split: str = "test", flip_tta: bool = False, engine: str = "torch",
+                        split: str = "test", flip_tta: Optional[bool] = None, engine: str = "torch",
                         precision: str = "fp32", calibration: Optional[str] = None) -> Dict[str, Any]:
     """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a checkpoint on a dataset.
 
-    int8 calibrates on ``calibration``, else on the train split of ``data`` when it is a
-    dataset name, else on the checkpoint's own dataset.
+    ``data`` is a dataset name (its ``split``) or an image folder (see LabelledFolder: its
+    val/ or train/ part, else all its images). ``flip_tta`` None averages the mirror in when
+    the checkpoint's training did. int8 calibrates on ``calibration``, else on the train split
+    of ``data`` when it is a dataset name, else on the checkpoint's own dataset. The result
+    also names what was evaluated: ``data`` (dataset or folder name), ``split``, ``description``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -109,16 +115,22 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
         calibration = data
     model, metadata = load_for_inference(weights, model_name, engine, precision, calibration, data_dir,
                                          str(target))
+    if flip_tta is None:
+        flip_tta = recorded_flip_tta(metadata)
     if data.lower() in DATASETS:
         dataset = load_dataset(data, split, data_dir)
-        classes, channels = dataset.classes, dataset.image_shape[0]
+        if dataset.image_shape[0] != model.in_chans:
+            raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; "
+                             f"{data} has {dataset.image_shape[0]}")
+        classes, name, description = dataset.classes, data.lower(), f"{data} {split}"
         batches: Any = DeviceLoader(dataset, batch_size, train=False, device=target)
+    elif Path(data).expanduser().is_dir():
+        folder = LabelledFolder(data, split, metadata.get("preprocessing"), model.in_chans)
+        classes, split, description = folder.classes, folder.split, folder.description
+        name = folder.path.resolve().name or "folder"
+        batches = DataLoader(folder, batch_size=batch_size, shuffle=False, num_workers=2)
     else:
-        folder = ImageFolderData(data, image_size=input_size(metadata.get("preprocessing") or {})[0])
-        classes, channels = folder.classes, 3
-        batches = folder.val_loader(batch_size, workers=2)
-    if channels != model.in_chans:
-        raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; {data} has {channels}")
+        raise ValueError(f"{data!r} is not a dataset name ({', '.join(DATASETS)}) or an image folder")
     if len(classes) != model.num_classes:
         raise ValueError(f"weights {weights} have {model.num_classes} classes; {data} has {len(classes)}")
     stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta)
@@ -126,7 +138,8 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     return dict(stats.result("test"), classes=list(classes), per_class_top1=per_class,
                 confusion=confusion.tolist(), samples=stats.samples, engine=engine,
-                precision="as exported" if Path(weights).suffix == ".onnx" else precision)
+                precision="as exported" if Path(weights).suffix == ".onnx" else precision,
+                flip_tta=flip_tta, data=name, split=split, description=description)
 
 
 @dataclass
@@ -143,7 +156,8 @@ class Predictor:
     """A checkpoint ready to classify image files as its training prepared them."""
 
     def __init__(self, weights: Union[str, Path], model_name: Optional[str] = None, device: str = "auto",
-                 engine: str = "torch", precision: str = "fp32", calibration: Optional[str] = None) -> None:
+                 engine: str = "torch", precision: str = "fp32", calibration: Optional[str] = None,
+                 flip_tta: Optional[bool] = None) -> None:
         self.device = inference_device(device, engine, precision)
         model, metadata = load_for_inference(weights, model_name, engine, precision, calibration,
                                              device=str(self.device))
@@ -151,6 +165,8 @@ class Predictor:
         self.in_chans = model.in_chans
         self.preprocess = ImagePreprocess(metadata.get("preprocessing"), self.in_chans)
         self.class_names = metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
+        # None: average the mirror in when the checkpoint's training evaluated that way.
+        self.flip_tta = recorded_flip_tta(metadata) if flip_tta is None else flip_tta
 
     def load_image(self, path: Union[str, Path]) -> torch.Tensor:
         """Read any image file as a normalized C x H x W tensor (grayscale or RGB as the model needs)."""
@@ -167,7 +183,11 @@ class Predictor:
                 reason = " ".join(str(error).split())[:160] or type(error).__name__
                 yield Prediction(str(path), error=f"cannot read image: {reason}")
                 continue
-            probs = torch.softmax(self.model(x.unsqueeze(0).to(self.device)).float(), dim=1)[0]
+            x = x.unsqueeze(0).to(self.device)
+            logits = self.model(x).float()
+            if self.flip_tta:
+                logits = (logits + self.model(x.flip(3)).float()) / 2
+            probs = torch.softmax(logits, dim=1)[0]
             top = probs.topk(k)
             yield Prediction(str(path), [self.class_names[i] for i in top.indices.tolist()],
                              [round(float(p), 6) for p in top.values])

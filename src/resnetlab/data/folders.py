@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
@@ -17,6 +18,30 @@ __all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FRACTION = 0.875  # resize to image_size / 0.875 (256 for 224), then center-crop
+# PIL's modes for 16-bit grey ("I" is 32-bit integer; PIL reads 16-bit PGM, and older PIL 16-bit PNG, as "I").
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def to_8bit(image: Any) -> Any:
+    """A 16-bit grey PIL image scaled to 8-bit "L" (value * 255 / 65535, rounded); others unchanged.
+
+    ``convert("L")`` would clip those at 255 instead, which turns mid-grey white. "I" images
+    are taken to hold 16-bit values: below 0 reads as 0, above 65535 as 65535.
+    """
+    from PIL import Image
+
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image).clip(0, 65535).astype(np.uint32)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+
+
+def read_rgb(path: str) -> Any:
+    """An image file as an RGB PIL image (16-bit grey scaled, not clipped): ImageFolder's reader."""
+    from PIL import Image
+
+    with open(path, "rb") as file:
+        return to_8bit(Image.open(file)).convert("RGB")
 
 
 class _Transformed(Dataset):
@@ -31,7 +56,12 @@ class _Transformed(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        image, label = self.base[self.indices[i]]
+        index = self.indices[i]
+        try:
+            image, label = self.base[index]
+        except Exception as error:  # PIL raises many types; which file it was is what the user needs
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ValueError(f"cannot read image {self.base.samples[index][0]}: {reason}") from None
         return self.transform(image), label
 
 
@@ -95,7 +125,7 @@ def _image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFold
     if len(classes) < 2:
         raise ValueError(f"{path}: only one class folder ({classes[0]}); need at least 2 classes")
     try:
-        return ImageFolder(str(path), transform=transform)
+        return ImageFolder(str(path), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # a class folder without images
         raise ValueError(f"{path}: {' '.join(str(err).split())}") from None
 

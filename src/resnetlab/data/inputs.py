@@ -1,5 +1,6 @@
-"""Model inputs outside training: image files prepared as a checkpoint expects, and batches of
-sample images (for calibration and verification) from a dataset, a folder or a tensor file."""
+"""Model inputs outside training: image files prepared as a checkpoint expects, labelled image
+folders to evaluate on, and batches of sample images (for calibration and verification) from a
+dataset, a folder or a tensor file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
+from .folders import _image_folder, to_8bit
 from .loader import DeviceLoader
 from .sources import DATASETS, load_dataset
 
@@ -52,7 +55,7 @@ class ImagePreprocess:
         from torchvision.transforms import functional as TF
 
         with Image.open(path) as image:
-            image = image.convert("L" if self.in_chans == 1 else "RGB")
+            image = to_8bit(image).convert("L" if self.in_chans == 1 else "RGB")
             if self.center_crop:
                 image = TF.resize(image, int(round(self.size[0] / 0.875)))
                 image = TF.center_crop(image, list(self.size))
@@ -62,6 +65,50 @@ class ImagePreprocess:
         if x.shape[0] != self.in_chans:  # a model with in_chans not 1 or 3: tile the channels
             x = x.repeat(self.in_chans // x.shape[0] + 1, 1, 1)[: self.in_chans]
         return (x - self.mean) / self.std
+
+
+def _folder_split(path: Path, split: str) -> Tuple[Path, str]:
+    """The folder to evaluate ``split`` on and the name of what it holds (see LabelledFolder)."""
+    present = [name for name in ("train", "val", "test") if (path / name).is_dir()]
+    if not present:
+        return path, "all"
+    wanted = ["train"] if split == "train" else ["val", "test"]
+    for name in wanted:
+        if name in present:
+            return path / name, name
+    raise ValueError(f"{path} has {' and '.join(n + '/' for n in present)} but no "
+                     f"{' or '.join(n + '/' for n in wanted)} for the {split} split")
+
+
+class LabelledFolder(Dataset):
+    """The images of an image folder with their class indices, each read as ``predict`` reads it.
+
+    A folder holding train/, val/ or test/ is evaluated on train/ for ``split`` "train" and on
+    val/ (else test/) otherwise; any other folder of class folders on every image in it.
+    ``split`` ("train", "val", "test" or "all") and ``description`` say which.
+    """
+
+    def __init__(self, path: Union[str, Path], split: str, preprocessing: Optional[Dict[str, Any]],
+                 in_chans: int) -> None:
+        self.path = Path(path).expanduser()
+        root, self.split = _folder_split(self.path, split)
+        folder = _image_folder(root)
+        self.classes = folder.classes
+        self.samples = folder.samples
+        self.prepare = ImagePreprocess(preprocessing, in_chans)
+        which = f"all {len(self)} images" if self.split == "all" else f"{self.split}/, {len(self)} images"
+        self.description = f"{self.path} (folder: {which})"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        try:
+            return self.prepare(path), label
+        except Exception as error:  # PIL raises many kinds; which file it was is what the user needs
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ValueError(f"cannot read image {path}: {reason}") from None
 
 
 def _spread(total: int, count: int) -> list[int]:
