@@ -55,6 +55,7 @@ def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
     (dict(recipe="nope"), "unknown recipe 'nope'"),
     (dict(overrides=dict(batch_size=0)), "batch_size must be >= 1"),
     (dict(overrides=dict(lr=-0.1)), "lr must be a positive number"),
+    (dict(overrides=dict(gamma=-1.0)), "gamma (the multistep lr factor) must be a positive number, got -1.0"),
     (dict(overrides=dict(lr="fast")), "lr must be a number"),
     (dict(overrides=dict(colour=1)), "unknown config key(s) colour"),
     (dict(overrides=dict(schedule="linear")), "unknown schedule"),
@@ -170,6 +171,93 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert resumed["test_top1"] == full["test_top1"]
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+    options = dict(epochs=1, optimizer="sgd", lr=0.05, schedule="constant", train_subset=32)  # one step
+    eager = weights_of(Path(train(tiny_config(tmp_path, name="eager", **options))["run_dir"]))
+    trainer = Trainer(tiny_config(tmp_path, name="compiled", compile=True, **options))
+    assert type(trainer.forward_model).__name__ == "OptimizedModule"  # torch.compile's wrapper does the steps
+    trainer.run()
+    compiled = weights_of(trainer.run_dir)
+    assert compiled.keys() == eager.keys()  # the zoo's names, not torch.compile's wrapper's
+    for key in eager:  # the same step, up to the order of floating-point sums (measured: 1e-5 at most)
+        assert torch.allclose(compiled[key].float(), eager[key].float(), rtol=1e-3, atol=1e-4), key
+
+
+def test_resume_restores_the_torch_rng(tmp_path, monkeypatch):
+    import resnetlab.train.run
+
+    build_model = resnetlab.train.run.build_model
+
+    def with_dropout(name, **options):  # a net that draws from torch's global RNG at every training step
+        model = build_model(name, **options)
+        model.register_forward_pre_hook(
+            lambda module, args: (torch.nn.functional.dropout(args[0], 0.2, module.training),))
+        return model
+
+    monkeypatch.setattr(resnetlab.train.run, "build_model", with_dropout)
+    full = train(tiny_config(tmp_path, name="full", deterministic=True))
+    stopped = train(tiny_config(tmp_path, name="cut", deterministic=True, stop_after_steps=21))
+    resumed = resume(stopped["run_dir"])  # the stop asked for is not asked for again
+    assert resumed["steps"] == full["steps"] == 32 and resumed["finished"]
+    a, b = weights_of(Path(full["run_dir"])), weights_of(Path(resumed["run_dir"]))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_cli_stop_says_how_to_resume_and_resume_keeps_its_own_config(tmp_path, capsys):
+    from resnetlab.cli import main
+
+    base = ["train", "--data", "synthetic", "--model", "resnet8", "--epochs", "2", "--batch-size", "32",
+            "--train-subset", "256", "--test-subset", "64", "--precision", "fp32", "--quiet",
+            "--out", str(tmp_path), "--name", "cut"]
+    assert main([*base, "--stop-after-steps", "8"]) == 0  # the end of epoch 1: evaluated, but not finished
+    out = capsys.readouterr().out
+    assert f"resume with --resume {tmp_path / 'cut'}" in out and "outputs in" not in out
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--recipe", "fast"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "with its own config; drop --recipe" in err
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    assert "outputs in" in capsys.readouterr().out
+    history = json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]
+    assert [row["step"] for row in history] == [8, 16]
+
+
+def _folder(root: Path, images_per_class: int) -> Path:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(images_per_class):
+            Image.new("RGB", (20, 20), (40 * i % 256, 100, 200 if label == "a" else 0)).save(root / label / f"{i}.png")
+    return root
+
+
+def test_bad_image_folders_fail_in_one_line_and_leave_no_run_folder(tmp_path, capsys):
+    from resnetlab.cli import main
+
+    runs = tmp_path / "runs"
+    small = _folder(tmp_path / "small", 3)
+    argv = ["train", "--data", str(small), "--model", "resnet8", "--image-size", "16", "--epochs", "1",
+            "--precision", "fp32", "--quiet", "--out", str(runs), "--name", "bad"]
+    assert main([*argv, "--batch-size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "batch_size 64 is larger than the training set" in err
+    corrupt = _folder(tmp_path / "corrupt", 8)
+    (corrupt / "b" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    argv[2] = str(corrupt)
+    for workers in ("0", "2"):  # in the main process, and re-raised from a DataLoader worker
+        assert main([*argv, "--batch-size", "4", "--val-split", "0.25", "--workers", workers]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and len(err) < 400, err
+        assert err.startswith(f"resnetlab: error: cannot read image {corrupt / 'b' / '5.png'}: "), err
+        assert not (runs / "bad").exists()  # failed before its first checkpoint: nothing kept
+    (runs / "bad").mkdir(parents=True)
+    (runs / "bad" / "config.toml").write_text("model = 'resnet8'\n")  # what a run killed that early leaves
+    (corrupt / "b" / "5.png").unlink()
+    assert main([*argv, "--batch-size", "4", "--val-split", "0.25", "--workers", "0"]) == 0
+    assert (runs / "bad" / "last.safetensors").is_file()
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):

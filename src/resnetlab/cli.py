@@ -120,11 +120,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = config_overrides(args)
     if args.resume:
+        if args.recipe or args.config:  # the run goes on with its own config.toml (flags still override it)
+            raise UsageError(f"--resume continues {args.resume} with its own config; drop "
+                             f"{'--recipe' if args.recipe else '--config'} (single keys can still be overridden)")
         result = resume(args.resume, overrides)
     else:
-        result = train(resolve_config(args.recipe, args.config, overrides))
-    if result["test_top1"] is None or not ranks_from_environment().main:
-        return 0
+        result = train(resolve_config(args.recipe or "default", args.config, overrides))
+    if not result["finished"] or result["test_top1"] is None or not ranks_from_environment().main:
+        return 0  # a run stopped as asked has said how to resume it
     run_dir = result["run_dir"]
     print(f"{result['eval_split']} accuracy {result['test_top1']:.2f}% (top-5 {result['test_top5']:.2f}%) "
           f"after {result['epochs']} epochs, {result['elapsed_s']:.0f} s")
@@ -134,29 +137,50 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Print the figures and write the confusion matrix (--confusion, else next to the weights).
+
+    A default location that cannot be written is reported on stderr and the exit status stays 0;
+    a --confusion path that cannot be written is an error (exit 2), after the figures.
+    """
+    import torch
+
+    from .analysis.plots import plot_confusion
     from .inference import evaluate_checkpoint
 
+    if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
+        raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
     result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
                                  args.device, args.split, args.flip_tta, args.engine, args.precision,
                                  args.calibration)
+    weights = Path(args.weights)
+    png = Path(args.confusion or weights.with_name(f"{weights.stem}-confusion-{result['data']}-{result['split']}.png"))
+    failure = ""
+    try:
+        plot_confusion(torch.tensor(result["confusion"]), result["classes"], png,
+                       title=f"{weights.name} on {result['description']}")
+    except OSError as error:
+        failure = f"cannot write the confusion matrix to {png}: {' '.join(str(error).split())}"
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(dict(result, confusion_png=None if failure else str(png)), indent=2))
     else:
-        run_on = (result["engine"], result["precision"])
-        engine = "" if run_on == ("torch", "fp32") else f" [{' '.join(run_on)}]"
-        print(f"{args.data} {args.split}{engine}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
+        tags = [result["engine"], result["precision"]]
+        if tags == ["torch", "fp32"]:
+            tags = []
+        if result["flip_tta"]:
+            tags.append("flip-tta")
+        tag = f" [{' '.join(tags)}]" if tags else ""
+        print(f"{result['description']}{tag}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
               f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
         width = max(len(c) for c in result["classes"])
         for name, accuracy in zip(result["classes"], result["per_class_top1"]):
             print(f"  {name:<{width}}  {accuracy:6.2f}%")
-    if args.confusion:
-        import torch
-
-        from .analysis.plots import plot_confusion
-
-        plot_confusion(torch.tensor(result["confusion"]), result["classes"], args.confusion,
-                       title=f"{Path(args.weights).name} on {args.data}")
-        print(f"confusion matrix written to {args.confusion}")
+        if not failure:
+            print(f"confusion matrix written to {png}")
+    if failure and args.confusion:
+        print(f"{PROG}: error: {failure}", file=sys.stderr)
+        return 2
+    if failure:
+        print(f"{PROG}: warning: {failure} (pass --confusion PNG to write it elsewhere)", file=sys.stderr)
     return 0
 
 
@@ -165,7 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
-    predictor = Predictor(args.weights, args.model, args.device, args.engine, args.precision, args.calibration)
+    predictor = Predictor(args.weights, args.model, args.device, args.engine, args.precision, args.calibration,
+                          args.flip_tta)
     failures = 0
     for prediction in predictor.predict(args.images, args.topk):
         if prediction.error:
@@ -345,7 +370,7 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a model (default: the Fashion-MNIST recipe)")
-    p.add_argument("--recipe", default="default", help="preset: " + ", ".join(RECIPES))
+    p.add_argument("--recipe", help="preset (default: default): " + ", ".join(RECIPES))
     p.add_argument("--config", help="TOML file of config keys (see runs/*/config.toml)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> where it stopped")
     p.add_argument("--data", dest="data", default=None,
@@ -359,12 +384,15 @@ def build_parser() -> Parser:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True, help="dataset name or image folder")
     p.add_argument("--data-dir")
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--split", default="test", choices=["train", "test"],
+                   help="an image folder's train/ or val/ (else test/); a folder without them is read whole")
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix here")
-    p.add_argument("--flip-tta", action="store_true", help="average the logits of each image and its mirror")
+    p.add_argument("--confusion", metavar="PNG", help="where to write the confusion matrix (default: next to "
+                   "the weights, <weights stem>-confusion-<data>-<split>.png)")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the logits of each image and its mirror (default: as the checkpoint's training did)")
     add_engine_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -375,6 +403,8 @@ def build_parser() -> Parser:
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the logits of each image and its mirror (default: as the checkpoint's training did)")
     add_engine_flags(p)
     p.set_defaults(func=cmd_predict)
 
@@ -480,7 +510,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(message if message.startswith(PROG) else f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except (ValueError, OSError, DownloadError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
+        text = str(error)
+        if "\nOriginal Traceback" in text:  # re-raised from a DataLoader worker: the last line is the error
+            text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+        message = " ".join(text.split()) or type(error).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -204,6 +204,8 @@ def validate(config: TrainConfig) -> None:
          f"unknown precision {config.precision!r}; accepted: {', '.join(PRECISIONS)}"),
         (all(0 < m < 1 for m in config.milestones),
          f"milestones are fractions of training in (0, 1), got {config.milestones}"),
+        (math.isfinite(config.gamma) and config.gamma > 0,
+         f"gamma (the multistep lr factor) must be a positive number, got {config.gamma}"),
         (0 <= config.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {config.label_smoothing}"),
         (0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}"),
         (0 <= config.val_split < 1, f"val_split must be in [0, 1), got {config.val_split}"),

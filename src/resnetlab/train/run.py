@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +106,10 @@ def open_tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
+# What a new run folder holds before its first checkpoint.
+_NO_CHECKPOINT_YET = {"config.toml", "tensorboard"}
+
+
 def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:
     return dataset.subset(range(min(count, len(dataset)))) if count else dataset
 
@@ -156,6 +162,9 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.steps_per_epoch = len(self.data.train)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {config.batch_size} is larger than the training set (per process): not one "
+                             "full batch per epoch; pass a smaller --batch-size")
         self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.optimizer = build_optimizer(self.model, config)
@@ -174,6 +183,7 @@ class Trainer:
         self.best_top1 = -1.0
         self.history: List[Dict[str, float]] = []
         self.last_stats: Optional[EpochStats] = None
+        self.resumed = resume is not None
         if resume is not None:
             self.run_dir = resume
             self._load(load_state(latest_state(resume)))
@@ -200,14 +210,29 @@ class Trainer:
     def _new_run_dir(self) -> Tuple[Path, str]:
         """The new run's folder, and why it cannot be used ('' when it can)."""
         run_dir = Path(self.config.out) / run_name(self.config)
-        if run_dir.exists() and any(run_dir.iterdir()):
+        left = {path.name for path in run_dir.iterdir()} if run_dir.is_dir() else set()
+        if left and left <= _NO_CHECKPOINT_YET:  # a run killed before its first checkpoint: nothing to resume
+            shutil.rmtree(run_dir)
+        elif left:
             return run_dir, f"run folder {run_dir} already exists; pick another --name or --resume {run_dir}"
         return run_dir, ""
 
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> Dict[str, Any]:
-        """Train until the step budget is spent (or a requested stop); return the final metrics."""
+        """Train until the step budget is spent (or a requested stop); return the final metrics.
+
+        A new run that fails before its first checkpoint leaves no run folder behind."""
+        try:
+            return self._train()
+        except BaseException:
+            if self.ranks.main and not self.resumed and not (self.run_dir / f"last{STATE_SUFFIX}").exists():
+                if self.tensorboard is not None:
+                    self.tensorboard.close()
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _train(self) -> Dict[str, Any]:
         while self.step < self.total_steps:
             set_epoch(self.data.train, self.epoch)
             start_batch = self._steps_into_epoch()  # > 0 in a resumed epoch
@@ -323,7 +348,8 @@ class Trainer:
     def summary(self) -> Dict[str, Any]:
         """Final figures of the run."""
         last = next((row for row in reversed(self.history) if row["test_top1"] is not None), {})
-        return dict(run_dir=str(self.run_dir), epochs=self.epoch, steps=self.step,
+        return dict(run_dir=str(self.run_dir), finished=self.step >= self.total_steps, epochs=self.epoch,
+                    steps=self.step,
                     test_top1=last.get("test_top1"), test_top5=last.get("test_top5"),
                     best_test_top1=self.best_top1 if last else None, eval_split=self.data.eval_split,
                     elapsed_s=self.elapsed)
@@ -346,7 +372,8 @@ class Trainer:
         if not self.ranks.main:
             return
         preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
-                             input_size=list(self.data.input_size), dataset=self.config.data)
+                             input_size=list(self.data.input_size), dataset=self.config.data,
+                             flip_tta=self.config.flip_tta)  # eval averages the mirror in as training did
         save_weights(self._eval_model(), self.run_dir / f"{tag}.safetensors", self.config.model,
                      options=self.model_options, class_names=self.data.classes,
                      preprocessing=preprocessing)
@@ -370,7 +397,7 @@ class Trainer:
     def _last_good(self) -> str:
         if (self.run_dir / f"last{STATE_SUFFIX}").exists():
             return f"the last good checkpoint is in {self.run_dir}"
-        return f"no checkpoint had been written yet (run folder {self.run_dir})"
+        return "no checkpoint had been written yet, so no run folder is kept"
 
     def _load(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -403,6 +430,7 @@ def resume(run_dir: str | Path, overrides: Optional[Dict[str, Any]] = None) -> D
     run_dir = Path(run_dir)
     latest_state(run_dir)  # a clear error before anything else
     config = apply_overrides(TrainConfig(), load_toml(run_dir / "config.toml"), str(run_dir / "config.toml"))
+    config = dataclasses.replace(config, stop_after_steps=0)  # a stop asked for once is not asked for again
     if overrides:
         config = apply_overrides(config, overrides, "the command line")
     with process_group(resolve_device(config.device), config.dist_timeout) as ranks:
