@@ -29,6 +29,7 @@ def run() -> None:
     parser.add_argument("-o", "--option", action="append", default=[])
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
+    worst = 0
     for index, model in enumerate(args.models):
         argv = ["bench", "--model", model, "--batch", str(args.batch), "--size", str(args.size),
                 "--seconds", str(args.seconds), "--output", str(RESULTS / f"inference-{model}.json")]
@@ -39,9 +40,11 @@ def run() -> None:
         for option in args.option:
             argv += ["-o", option]
         code = main(argv)
-        if code:
+        if code == 2:  # bad input: the next model would fail the same way
             raise SystemExit(code)
+        worst = max(worst, code)  # 1: a path failed; its report is written, the other models still run
         print()
+    raise SystemExit(worst)
 
 
 if __name__ == "__main__":

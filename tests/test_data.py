@@ -309,7 +309,8 @@ def test_offline_download_says_where_it_looked_and_how_to_get_the_data(tmp_path,
     assert nowhere[1] not in message and "tried 2 mirrors" in message  # only the first mirror's reason
     for place in ("arg", "arg/FashionMNIST/raw", "home/.cache/resnetlab", "debian"):
         assert str(tmp_path / place) in message
-    assert sources.HOW_TO_GET["fashion-mnist"] in message
+    assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
+    assert "pass --download" not in message  # not the advice that just failed
     assert not (tmp_path / "arg").exists() and not (tmp_path / "home" / ".cache").exists()
 
 
@@ -760,3 +761,18 @@ def test_image_folders_read_16bit_images_scaled_as_predict_does(tmp_path):
     eight, sixteen = (np.asarray(folder[i][0]) for i in range(2))
     assert folder.classes == ["eight", "sixteen"] and sixteen.shape == (8, 8, 3)
     assert np.array_equal(eight, sixteen)  # mid-grey both, where PIL's convert would make the 16-bit one white
+
+
+def test_an_unreadable_image_is_named_in_every_folder_layout(tmp_path):
+    from PIL import Image
+
+    from resnetlab.data.folders import _image_folder
+
+    for label in ("a", "b"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "train" / label / "0.png")
+    bad = tmp_path / "train" / "b" / "1.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    folder = _image_folder(tmp_path / "train")
+    with pytest.raises(ValueError, match=f"^cannot read image {bad}: "):
+        folder[2]

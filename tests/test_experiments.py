@@ -249,11 +249,19 @@ def test_gradients_runner_reports_what_autograd_measures(tmp_path):
         assert value == pytest.approx(reference, rel=1e-6)
 
 
-def test_gradients_budget_sets_the_last_step_from_measured_speed(tmp_path):
+def test_gradients_budget_sets_the_last_step_from_measured_speed(tmp_path, monkeypatch):
+    import resnetlab.experiments.gradients as gradients
+
     # 90% of 100 s, less 10 s spent and 20 s of measurements, leaves 60 s: 60 steps of 1 s
     assert _plan_last_step(100.0, 10.0, 1.0, 20.0) == 60
     with pytest.raises(ValueError, match="too small"):
         _plan_last_step(30.0, 10.0, 1.0, 20.0)
+    with pytest.raises(ValueError, match="budget of 0.00 minutes is too small"):  # and no folder made
+        run_gradients([8], norms=["batch"], budget_minutes=1e-4, data="synthetic", batch_size=16,
+                      out=tmp_path / "never", device="cpu", quiet=True)
+    assert not (tmp_path / "never").exists()
+    # the timing of each net, as measured: 0.2 s a step, so the 6 s budget plans some 20 steps
+    monkeypatch.setattr(gradients, "_time_model", lambda *args: (0.2, 0.01, 0.01))
     result = run_gradients([8], norms=["batch"], steps=[0, 1, 100000], budget_minutes=0.1, data="synthetic",
                            batch_size=16, response_images=32, out=tmp_path, device="cpu", quiet=True)
     assert not result.diverged

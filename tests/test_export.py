@@ -117,6 +117,16 @@ def test_auto_keeps_the_int8_engine_and_the_compilation_that_measure_faster(trai
                                         r"torch FX int8 [\d.]+ ms, ONNX Runtime int8 [\d.]+ ms\)")
     assert isinstance(auto.model, OnnxModel) == (kept == "ONNX Runtime int8")
     assert compare(model, auto, x).max_abs_diff < 0.25 * compare(model, auto, x).logit_scale
+    import resnetlab.export
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnxscript'")
+
+    with pytest.MonkeyPatch.context() as patch:  # auto falls back to torch FX when ONNX cannot be built
+        patch.setattr(resnetlab.export, "onnx_runtime_model", broken)
+        with pytest.warns(UserWarning, match="ONNX Runtime int8 could not be built .*onnxscript.*keeping torch FX"):
+            fallback = optimize_for_inference(model, "int8", calibration=calibration, example=x)
+        assert fallback.choice == "torch FX int8"
     onnx = optimize_for_inference(model, "int8", calibration=calibration, int8_engine="onnx")
     assert isinstance(onnx.model, OnnxModel) and onnx.choice == "ONNX Runtime int8"
     fp32 = optimize_for_inference(model, "fp32", example=x)  # compile="auto"

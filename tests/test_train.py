@@ -215,13 +215,15 @@ def test_cli_stop_says_how_to_resume_and_resume_keeps_its_own_config(tmp_path, c
     assert main([*base, "--stop-after-steps", "8"]) == 0  # the end of epoch 1: evaluated, but not finished
     out = capsys.readouterr().out
     assert f"resume with --resume {tmp_path / 'cut'}" in out and "outputs in" not in out
+    (row,) = json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]
+    assert row["step"] == 8 and row["test_top1"] is not None and row["train_loss"] > 0
     assert main(["train", "--resume", str(tmp_path / "cut"), "--recipe", "fast"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "with its own config; drop --recipe" in err
     assert main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
     assert "outputs in" in capsys.readouterr().out
     history = json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]
-    assert [row["step"] for row in history] == [8, 16]
+    assert [row["step"] for row in history] == [8, 16] and all(row["train_loss"] > 0 for row in history)
 
 
 def _folder(root: Path, images_per_class: int) -> Path:
@@ -254,10 +256,12 @@ def test_bad_image_folders_fail_in_one_line_and_leave_no_run_folder(tmp_path, ca
         assert err.startswith(f"resnetlab: error: cannot read image {corrupt / 'b' / '5.png'}: "), err
         assert not (runs / "bad").exists()  # failed before its first checkpoint: nothing kept
     (runs / "bad").mkdir(parents=True)
-    (runs / "bad" / "config.toml").write_text("model = 'resnet8'\n")  # what a run killed that early leaves
+    (runs / "bad" / "config.toml").write_text("model = 'resnet8'\n")  # a run killed that early, or still running
     (corrupt / "b" / "5.png").unlink()
-    assert main([*argv, "--batch-size", "4", "--val-split", "0.25", "--workers", "0"]) == 0
-    assert (runs / "bad" / "last.safetensors").is_file()
+    assert main([*argv, "--batch-size", "4", "--val-split", "0.25", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no checkpoint to resume" in err and "--resume" not in err
+    assert (runs / "bad" / "config.toml").is_file()  # never removed: it may belong to a running run
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):

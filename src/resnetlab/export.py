@@ -232,9 +232,16 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
         candidates: Dict[str, InferenceModel] = {}
         if int8_engine in ("auto", "torch"):
             candidates["torch FX int8"] = InferenceModel(quantize_int8(model, calibration), "int8", compiled=False)
-        if int8_engine in ("auto", "onnx"):
+        if int8_engine == "onnx":
             onnx = onnx_runtime_model(model, "int8", probe[:2], calibration)
             candidates["ONNX Runtime int8"] = InferenceModel(onnx, "int8", compiled=False)
+        elif int8_engine == "auto":
+            try:
+                onnx = onnx_runtime_model(model, "int8", probe[:2], calibration)
+                candidates["ONNX Runtime int8"] = InferenceModel(onnx, "int8", compiled=False)
+            except Exception as error:  # no onnx/onnxscript, or an export or quantization failure
+                warnings.warn(f"ONNX Runtime int8 could not be built ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:200]}); keeping torch FX int8", stacklevel=2)
         if len(candidates) == 1:
             ((name, chosen),) = candidates.items()
             return _finish(chosen, model, name)

@@ -40,8 +40,12 @@ def read_rgb(path: str) -> Any:
     """An image file as an RGB PIL image (16-bit grey scaled, not clipped): ImageFolder's reader."""
     from PIL import Image
 
-    with open(path, "rb") as file:
-        return to_8bit(Image.open(file)).convert("RGB")
+    try:
+        with open(path, "rb") as file:
+            return to_8bit(Image.open(file)).convert("RGB")
+    except Exception as error:  # PIL raises many types; which file it was is what the user needs
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(f"cannot read image {path}: {reason}") from None
 
 
 class _Transformed(Dataset):
@@ -56,12 +60,7 @@ class _Transformed(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        index = self.indices[i]
-        try:
-            image, label = self.base[index]
-        except Exception as error:  # PIL raises many types; which file it was is what the user needs
-            reason = " ".join(str(error).split()) or type(error).__name__
-            raise ValueError(f"cannot read image {self.base.samples[index][0]}: {reason}") from None
+        image, label = self.base[self.indices[i]]
         return self.transform(image), label
 
 

@@ -237,7 +237,9 @@ def download_data(name: str, data_dir: Optional[str | Path] = None) -> Path:
         if not isinstance(err, DownloadError):
             raise
         looked = ", ".join(str(d) for d in search_dirs(key, data_dir))
-        raise DownloadError(f"could not download {key}: {err}; looked in {looked}; {HOW_TO_GET[key]}") from None
+        advice = HOW_TO_GET[key].replace("pass --download, ", "")  # not again the advice that just failed
+        advice = advice.removeprefix("or ")
+        raise DownloadError(f"could not download {key}: {err}; looked in {looked}; {advice}") from None
 
 
 def _load_idx(key: str, folder: Path, split: str) -> ArrayDataset:

@@ -210,8 +210,6 @@ def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NO
     grad_batch = fixed_batch(train_set, batch_size, torch_device)
     test_images, _ = fixed_batch(test_set, response_images, torch_device)
     calibration_images, _ = fixed_batch(train_set, CALIBRATION_IMAGES, torch_device)
-    out_dir = Path(out) if out is not None else default_out("gradients")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     jobs = [(norm, depth, kind) for norm in norm_list for depth in depth_list for kind in ("plain", "residual")]
     num_classes, in_chans = train_set.num_classes, train_set.image_shape[0]
@@ -239,6 +237,8 @@ def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NO
     grads: List[Dict[str, Any]] = []
     responses: List[Dict[str, Any]] = []
     diverged: Dict[str, int] = {}
+    out_dir = Path(out) if out is not None else default_out("gradients")
+    out_dir.mkdir(parents=True, exist_ok=True)
     for norm, depth, kind in tqdm(jobs, desc="models", unit="model", disable=quiet, leave=False, dynamic_ncols=True):
         g, r, at = _measure_model(kind, depth, norm, step_list, seed, new_loader(), grad_batch, calibration_images,
                                   test_images, lr, precision, torch_device, num_classes, in_chans)

@@ -106,10 +106,6 @@ def open_tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-# What a new run folder holds before its first checkpoint.
-_NO_CHECKPOINT_YET = {"config.toml", "tensorboard"}
-
-
 def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:
     return dataset.subset(range(min(count, len(dataset)))) if count else dataset
 
@@ -210,12 +206,13 @@ class Trainer:
     def _new_run_dir(self) -> Tuple[Path, str]:
         """The new run's folder, and why it cannot be used ('' when it can)."""
         run_dir = Path(self.config.out) / run_name(self.config)
-        left = {path.name for path in run_dir.iterdir()} if run_dir.is_dir() else set()
-        if left and left <= _NO_CHECKPOINT_YET:  # a run killed before its first checkpoint: nothing to resume
-            shutil.rmtree(run_dir)
-        elif left:
+        if not (run_dir.is_dir() and any(run_dir.iterdir())):
+            return run_dir, ""
+        if (run_dir / f"last{STATE_SUFFIX}").exists():
             return run_dir, f"run folder {run_dir} already exists; pick another --name or --resume {run_dir}"
-        return run_dir, ""
+        # Never removed here: it may belong to a run still in its first epoch.
+        return run_dir, (f"run folder {run_dir} already exists and holds no checkpoint to resume (a run killed "
+                         "before its first one, or one still running); remove it or pick another --name")
 
     # ---------------------------------------------------------------- the loop
 
@@ -254,13 +251,16 @@ class Trainer:
             finally:
                 self._bar.close()
             seconds = time.perf_counter() - self._epoch_began
-            if self._stop_requested:
+            epoch_done = self._steps_into_epoch() == self.steps_per_epoch or self.step >= self.total_steps
+            if self._stop_requested and not epoch_done:
                 self.save("last", seconds)
+            else:  # an epoch ended, stopped there or not: evaluated and checkpointed as usual
+                self.elapsed += seconds
+                self.epoch += 1
+                self._end_epoch(sum_stats(stats, self.ranks, self.device))
+            if self._stop_requested and self.step < self.total_steps:
                 self._print(f"stopped after step {self.step} as asked; resume with --resume {self.run_dir}")
                 return self.summary()
-            self.elapsed += seconds
-            self.epoch += 1
-            self._end_epoch(sum_stats(stats, self.ranks, self.device))
         self._finish()
         return self.summary()
 
