@@ -172,7 +172,11 @@ def time_batches(run: Callable[[Tensor], Tensor], x: Tensor, seconds: float, war
 
 
 def _faster(candidates: Dict[str, InferenceModel], x: Tensor, seconds: float = 1.0) -> Tuple[InferenceModel, str]:
-    """The candidate with the lowest median time on ``x``, and a line with every candidate's time."""
+    """The candidate with the lowest median time on ``x``, and a line with every candidate's time
+    (a single candidate is returned untimed, with its name)."""
+    if len(candidates) == 1:
+        ((name, only),) = candidates.items()
+        return only, name
     times = {name: statistics.median(time_batches(run, x, seconds)) for name, run in candidates.items()}
     best = min(times, key=times.__getitem__)
     measured = ", ".join(f"{name} {1000 * t:.1f} ms" for name, t in times.items())
@@ -232,19 +236,15 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
         candidates: Dict[str, InferenceModel] = {}
         if int8_engine in ("auto", "torch"):
             candidates["torch FX int8"] = InferenceModel(quantize_int8(model, calibration), "int8", compiled=False)
-        if int8_engine == "onnx":
-            onnx = onnx_runtime_model(model, "int8", probe[:2], calibration)
-            candidates["ONNX Runtime int8"] = InferenceModel(onnx, "int8", compiled=False)
-        elif int8_engine == "auto":
+        if int8_engine in ("auto", "onnx"):
             try:
                 onnx = onnx_runtime_model(model, "int8", probe[:2], calibration)
                 candidates["ONNX Runtime int8"] = InferenceModel(onnx, "int8", compiled=False)
             except Exception as error:  # no onnx/onnxscript, or an export or quantization failure
+                if int8_engine == "onnx":
+                    raise
                 warnings.warn(f"ONNX Runtime int8 could not be built ({type(error).__name__}: "
                               f"{' '.join(str(error).split())[:200]}); keeping torch FX int8", stacklevel=2)
-        if len(candidates) == 1:
-            ((name, chosen),) = candidates.items()
-            return _finish(chosen, model, name)
         chosen, choice = _faster(candidates, probe)
         return _finish(chosen, model, choice)
     prepared = fold_batchnorm(model).to(memory_format=torch.channels_last)

@@ -22,7 +22,7 @@ from .export import (
     onnx_runtime_model,
     optimize_for_inference,
 )
-from .train.engine import evaluate
+from .train.engine import evaluate, predict_logits
 from .train.run import resolve_device
 from .weights import load_model
 
@@ -183,10 +183,7 @@ class Predictor:
                 reason = " ".join(str(error).split())[:160] or type(error).__name__
                 yield Prediction(str(path), error=f"cannot read image: {reason}")
                 continue
-            x = x.unsqueeze(0).to(self.device)
-            logits = self.model(x).float()
-            if self.flip_tta:
-                logits = (logits + self.model(x.flip(3)).float()) / 2
+            logits = predict_logits(self.model, x.unsqueeze(0).to(self.device), self.flip_tta)
             probs = torch.softmax(logits, dim=1)[0]
             top = probs.topk(k)
             yield Prediction(str(path), [self.class_names[i] for i in top.indices.tolist()],

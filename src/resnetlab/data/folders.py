@@ -12,6 +12,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from .loader import epoch_generator
+from .readers import one_line
 
 __all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -44,8 +45,12 @@ def read_rgb(path: str) -> Any:
         with open(path, "rb") as file:
             return to_8bit(Image.open(file)).convert("RGB")
     except Exception as error:  # PIL raises many types; which file it was is what the user needs
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise ValueError(f"cannot read image {path}: {reason}") from None
+        raise unreadable_image(path, error) from None
+
+
+def unreadable_image(path: Any, error: BaseException) -> ValueError:
+    """The one-line error for an image file that cannot be read."""
+    return ValueError(f"cannot read image {path}: {one_line(error)}")
 
 
 class _Transformed(Dataset):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .folders import _image_folder, to_8bit
+from .folders import _image_folder, to_8bit, unreadable_image
 from .loader import DeviceLoader
 from .sources import DATASETS, load_dataset
 
@@ -107,8 +107,7 @@ class LabelledFolder(Dataset):
         try:
             return self.prepare(path), label
         except Exception as error:  # PIL raises many kinds; which file it was is what the user needs
-            reason = " ".join(str(error).split()) or type(error).__name__
-            raise ValueError(f"cannot read image {path}: {reason}") from None
+            raise unreadable_image(path, error) from None
 
 
 def _spread(total: int, count: int) -> list[int]:

@@ -54,10 +54,11 @@ def _read_maybe_gzip(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{path}: corrupt or truncated gzip file ({_one_line(err)})") from None
+        raise ValueError(f"{path}: corrupt or truncated gzip file ({one_line(err)})") from None
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none)."""
     return " ".join(str(err).split()) or type(err).__name__
 
 
@@ -179,7 +180,7 @@ def load_pickle(path: str | Path) -> dict[str, Any]:
     except _Refused:
         raise
     except Exception as err:  # truncated or corrupt pickles fail in many ways
-        raise ValueError(f"{path}: corrupt or truncated pickle ({_one_line(err)})") from None
+        raise ValueError(f"{path}: corrupt or truncated pickle ({one_line(err)})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict, found {type(obj).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}

@@ -14,7 +14,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
 from .base import CLASSES, MEAN, STD, ArrayDataset
-from .readers import read_cifar_batch, read_cifar_meta, read_idx_pair
+from .readers import one_line, read_cifar_batch, read_cifar_meta, read_idx_pair
 from .synthetic import synthetic_dataset
 
 __all__ = ["DATASETS", "DownloadError", "find_data", "find_image_folder", "download_data", "load_dataset",
@@ -167,7 +167,7 @@ def _reason(err: BaseException) -> str:
     """A short, one-line reason for a failed download."""
     if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
         err = err.reason  # "[Errno -3] Temporary failure ..." rather than "<urlopen error ...>"
-    text = " ".join(str(err).split()) or type(err).__name__
+    text = one_line(err)
     return text if len(text) <= 100 else text[:97] + "..."
 
 

@@ -18,11 +18,13 @@ from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset
 from ..fileio import atomic_write_text
 from ..machine import cpu_name
 from ..models import get_spec
+from ..train.config import TrainConfig
 from ..train.engine import EpochStats, train_steps
+from ..train.optim import build_optimizer, build_scheduler
 
 __all__ = ["choose_data", "load_split", "check_depths", "endless", "fixed_batch", "write_csv",
-           "mean_std", "describe_machine", "default_out", "crop_pad", "sync", "seconds_per_step", "BUDGET_SHARE",
-           "TIMING_STEPS"]
+           "mean_std", "describe_machine", "default_out", "crop_pad", "sync", "seconds_per_step", "paper_sgd",
+           "BUDGET_SHARE", "TIMING_STEPS"]
 
 SYNTHETIC_SAMPLES = {"train": 2048, "test": 1000}
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -122,6 +124,18 @@ def seconds_per_step(model: torch.nn.Module, loader: DeviceLoader, optimizer: An
     train_steps(model, endless(loader), optimizer, scheduler, device=device, precision=precision, scaler=scaler,
                 on_step=on_step)
     return (marks[-1] - marks[warm - 1]) / timed
+
+
+def paper_sgd(model: torch.nn.Module, lr: float, schedule: str, steps: int, steps_per_epoch: int,
+              precision: str) -> Tuple[Any, Any, Any]:
+    """The paper's SGD (momentum 0.9, weight decay 1e-4 on every parameter) with ``schedule``
+    (multistep: lr /10 at 50% and 75% of ``steps``), and a grad scaler for fp16."""
+    config = TrainConfig(lr=lr, momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True, schedule=schedule,
+                         milestones=[0.5, 0.75], gamma=0.1)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return optimizer, scheduler, scaler
 
 
 def fixed_batch(dataset: ArrayDataset, count: int, device: torch.device,

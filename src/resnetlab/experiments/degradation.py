@@ -35,9 +35,7 @@ from tqdm import tqdm
 
 from ..data import ArrayDataset, DeviceLoader
 from ..models import build_model
-from ..train.config import TrainConfig
 from ..train.engine import EpochStats, TrainingDiverged, cuda_graphed, evaluate, train_steps
-from ..train.optim import build_optimizer, build_scheduler
 from ..train.run import resolve_device
 from .common import (
     BUDGET_SHARE,
@@ -48,6 +46,7 @@ from .common import (
     default_out,
     endless,
     load_data,
+    paper_sgd,
     seconds_per_step,
     sync,
     write_csv,
@@ -115,12 +114,7 @@ class _Setup:
 
     def optim(self, model: torch.nn.Module, iterations: int, steps_per_epoch: int) -> Tuple[Any, Any, Any]:
         """The paper's SGD, the schedule, and a grad scaler for fp16."""
-        config = TrainConfig(lr=self.lr, momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True,
-                             schedule=self.schedule, milestones=[0.5, 0.75], gamma=0.1)
-        optimizer = build_optimizer(model, config)
-        scheduler = build_scheduler(optimizer, config, iterations, steps_per_epoch)
-        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        return optimizer, scheduler, scaler
+        return paper_sgd(model, self.lr, self.schedule, iterations, steps_per_epoch, self.precision)
 
     def test_error(self, model: torch.nn.Module) -> float:
         """Top-1 error (%) on the fixed test subset; leaves the model in train mode."""

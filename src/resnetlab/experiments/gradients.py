@@ -34,9 +34,7 @@ from tqdm import tqdm
 
 from ..data import DeviceLoader
 from ..models import build_model
-from ..train.config import TrainConfig
 from ..train.engine import EpochStats, TrainingDiverged, train_steps
-from ..train.optim import build_optimizer, build_scheduler
 from ..train.run import resolve_device
 from .common import (
     BUDGET_SHARE,
@@ -48,6 +46,7 @@ from .common import (
     endless,
     fixed_batch,
     load_data,
+    paper_sgd,
     seconds_per_step,
     sync,
     write_csv,
@@ -92,15 +91,6 @@ def _new_model(kind: str, depth: int, norm: str, seed: int, device: torch.device
     return build_model(model_name(kind, depth), num_classes=num_classes, in_chans=in_chans, norm_layer=norm).to(device)
 
 
-def _optim(model: torch.nn.Module, lr: float, steps: int, steps_per_epoch: int, precision: str) -> Tuple[Any, Any, Any]:
-    """SGD with momentum 0.9 and weight decay 1e-4 at a constant lr, and a grad scaler for fp16."""
-    config = TrainConfig(lr=lr, momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=True, schedule="constant")
-    optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config, steps, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    return optimizer, scheduler, scaler
-
-
 def _measure_responses(model: torch.nn.Module, calibration_images: torch.Tensor, batch_size: int,
                        test_images: torch.Tensor) -> List[Tuple[str, float]]:
     """Exact BN statistics on the calibration images, then each block's response std on the test images."""
@@ -128,7 +118,7 @@ def _measure_model(kind: str, depth: int, norm: str, steps: Sequence[int], seed:
         record(0)
     diverged: Optional[int] = None
     if last > 0:
-        optimizer, scheduler, scaler = _optim(model, lr, last, len(loader), precision)
+        optimizer, scheduler, scaler = paper_sgd(model, lr, "constant", last, len(loader), precision)
         done = [0]
 
         def on_step(_stats: EpochStats) -> bool:
@@ -160,7 +150,7 @@ def _time_model(kind: str, depth: int, norm: str, loader: DeviceLoader, grad_bat
     conv_grad_norms(model, *grad_batch)
     sync(device)
     measure_s = time.perf_counter() - start
-    optimizer, scheduler, scaler = _optim(model, 0.0, sum(TIMING_STEPS), len(loader), precision)
+    optimizer, scheduler, scaler = paper_sgd(model, 0.0, "constant", sum(TIMING_STEPS), len(loader), precision)
     try:
         step_s = seconds_per_step(model, loader, optimizer, scheduler, device, precision, scaler)
     except TrainingDiverged:  # non-finite already at initialization: the real run stops at its first step

@@ -117,6 +117,14 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
+    """float32 logits of ``x``; with ``flip_tta`` the mean over each image and its horizontal mirror."""
+    logits = model(x).float()
+    if flip_tta:
+        logits = (logits + model(x.flip(3)).float()) / 2
+    return logits
+
+
 def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], *,
              device: torch.device, num_classes: int, precision: str = "fp32",
              flip_tta: bool = False) -> EpochStats:
@@ -130,9 +138,7 @@ def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = model(x).float()
-            if flip_tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = predict_logits(model, x, flip_tta)
         loss = F.cross_entropy(logits, y)
         predicted = stats.update(float(loss), logits, y)  # the same top-1 as the accuracy (ties included)
         pairs = (y * num_classes + predicted).cpu()

@@ -110,6 +110,11 @@ def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:
     return dataset.subset(range(min(count, len(dataset)))) if count else dataset
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a training state to resume from."""
+    return (run_dir / f"last{STATE_SUFFIX}").exists()
+
+
 def run_name(config: TrainConfig) -> str:
     """The run's folder name: given, or model-data-timestamp."""
     if config.name:
@@ -208,7 +213,7 @@ class Trainer:
         run_dir = Path(self.config.out) / run_name(self.config)
         if not (run_dir.is_dir() and any(run_dir.iterdir())):
             return run_dir, ""
-        if (run_dir / f"last{STATE_SUFFIX}").exists():
+        if has_checkpoint(run_dir):
             return run_dir, f"run folder {run_dir} already exists; pick another --name or --resume {run_dir}"
         # Never removed here: it may belong to a run still in its first epoch.
         return run_dir, (f"run folder {run_dir} already exists and holds no checkpoint to resume (a run killed "
@@ -223,7 +228,7 @@ class Trainer:
         try:
             return self._train()
         except BaseException:
-            if self.ranks.main and not self.resumed and not (self.run_dir / f"last{STATE_SUFFIX}").exists():
+            if self.ranks.main and not self.resumed and not has_checkpoint(self.run_dir):
                 if self.tensorboard is not None:
                     self.tensorboard.close()
                 shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -395,7 +400,7 @@ class Trainer:
         return self.step - self.epoch * self.steps_per_epoch
 
     def _last_good(self) -> str:
-        if (self.run_dir / f"last{STATE_SUFFIX}").exists():
+        if has_checkpoint(self.run_dir):
             return f"the last good checkpoint is in {self.run_dir}"
         return "no checkpoint had been written yet, so no run folder is kept"
 
