@@ -14,7 +14,7 @@ from resnetlab.cli import main
 from resnetlab.data import synthetic_dataset
 from resnetlab.experiments import common, run_degradation, run_gradients
 from resnetlab.experiments.degradation import COLUMNS, _plan_iterations, _Setup
-from resnetlab.experiments.gradients import GRADIENT_COLUMNS, RESPONSE_COLUMNS, _plan_last_step
+from resnetlab.experiments.gradients import GRADIENT_COLUMNS, RESPONSE_COLUMNS, _plan_steps
 from resnetlab.experiments.measure import conv_grad_norms, recalibrate_norms, response_stds
 from resnetlab.models import build_model
 
@@ -252,10 +252,15 @@ def test_gradients_runner_reports_what_autograd_measures(tmp_path):
 def test_gradients_budget_sets_the_last_step_from_measured_speed(tmp_path, monkeypatch):
     import resnetlab.experiments.gradients as gradients
 
-    # 90% of 100 s, less 10 s spent and 20 s of measurements, leaves 60 s: 60 steps of 1 s
-    assert _plan_last_step(100.0, 10.0, 1.0, 20.0) == 60
+    # 90% of 100 s, less 10 s spent, 3 x 5 s of gradient measurements (steps 0, 50 and the last) and
+    # 10 s of final ones, leaves 55 s: 55 steps of 1 s
+    assert _plan_steps([0, 50], 100.0, 10.0, 1.0, 5.0, 10.0) == [0, 50, 55]
+    # asked-for steps above the planned last one are not measured, so they take no budget
+    assert _plan_steps([0, 1000, 2000], 100.0, 10.0, 1.0, 5.0, 10.0) == [0, 60]
+    # counting step 100 too would plan 60 steps, below it: step 100 is never measured, so 65
+    assert _plan_steps([0, 100], 100.0, 10.0, 1.0, 5.0, 5.0) == [0, 65]
     with pytest.raises(ValueError, match="too small"):
-        _plan_last_step(30.0, 10.0, 1.0, 20.0)
+        _plan_steps([0, 50], 30.0, 10.0, 1.0, 10.0, 0.0)
     with pytest.raises(ValueError, match="budget of 0.00 minutes is too small"):  # and no folder made
         run_gradients([8], norms=["batch"], budget_minutes=1e-4, data="synthetic", batch_size=16,
                       out=tmp_path / "never", device="cpu", quiet=True)

@@ -161,14 +161,25 @@ def _time_model(kind: str, depth: int, norm: str, loader: DeviceLoader, grad_bat
     return step_s, measure_s, time.perf_counter() - start
 
 
-def _plan_last_step(budget_s: float, spent_s: float, step_s: float, measure_s: float) -> int:
-    """The most training steps for which every model's steps (``step_s`` summed over models) and
-    measurements (``measure_s`` in all) fit in the budget left."""
-    left = BUDGET_SHARE * budget_s - spent_s - measure_s
-    if left < step_s:
-        raise ValueError(f"budget of {budget_s / 60:.2f} minutes is too small: timing took {spent_s:.0f} s, the "
-                         f"measurements need about {measure_s:.0f} s and one step of every model {step_s:.2f} s")
-    return int(left / step_s) if step_s > 0 else 1
+def _plan_steps(asked: Sequence[int], budget_s: float, spent_s: float, step_s: float, measure_s: float,
+                final_s: float) -> List[int]:
+    """``asked`` (sorted) with its last step replaced by the most training steps that fit the budget left.
+
+    ``step_s`` is one training step of every model, ``measure_s`` one gradient measurement of every
+    model and ``final_s`` the final response measurements. Only the asked-for steps below the
+    planned last one are measured, so only those are counted: the fewest kept steps whose plan
+    keeps no more of them."""
+    for kept in range(len(asked) + 1):
+        left = BUDGET_SHARE * budget_s - spent_s - measure_s * (kept + 1) - final_s
+        if left < step_s:
+            raise ValueError(f"budget of {budget_s / 60:.2f} minutes is too small: timing took {spent_s:.0f} s, the "
+                             f"measurements need about {measure_s * (kept + 1) + final_s:.0f} s and one step of "
+                             f"every model {step_s:.2f} s")
+        last = int(left / step_s) if step_s > 0 else 1
+        below = [s for s in asked if s < last]
+        if len(below) <= kept:
+            return below + [last]
+    raise AssertionError("unreachable: keeping every asked-for step is always consistent")
 
 
 def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NORMS, steps: Sequence[int] = (0, 50),
@@ -211,17 +222,19 @@ def run_gradients(depths: Sequence[int] = (20, 56), *, norms: Sequence[str] = NO
     plan_note = "asked for"
     if budget_minutes is not None:
         timing_start = time.perf_counter()
-        step_s = measure_s = 0.0
+        step_s = measure_s = final_s = 0.0
         for norm, depth, kind in jobs:
             one_step, one_measure, final = _time_model(kind, depth, norm, new_loader(), grad_batch,
                                                        calibration_images, test_images, precision, torch_device,
                                                        num_classes, in_chans)
             step_s += one_step
-            measure_s += one_measure * (len(step_list) + 1) + final
-        last = _plan_last_step(60.0 * budget_minutes, time.perf_counter() - started, step_s, measure_s)
-        step_list = [s for s in step_list if s < last] + [last]
+            measure_s += one_measure
+            final_s += final
+        step_list = _plan_steps(step_list, 60.0 * budget_minutes, time.perf_counter() - started, step_s, measure_s,
+                                final_s)
+        planned_measure_s = measure_s * len(step_list) + final_s
         plan_note = (f"the last chosen to fit a budget of {budget_minutes:g} minutes: one training step of every "
-                     f"model took {step_s:.3f} s and the measurements about {measure_s:.0f} s in all (timed in "
+                     f"model took {step_s:.3f} s and the measurements about {planned_measure_s:.0f} s in all (timed in "
                      f"{time.perf_counter() - timing_start:.0f} s on throwaway nets); {100 * BUDGET_SHARE:.0f}% "
                      "of the budget was planned for")
     grads: List[Dict[str, Any]] = []
