@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .data.readers import one_line
 from .export import OnnxModel, fold_batchnorm, optimize_for_inference, time_batches, write_export
 from .machine import cpu_name
 
@@ -187,7 +188,7 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
                 if labels is not None:
                     result.accuracy = 100.0 * float((logits.argmax(1) == labels).float().mean())
             except Exception as error:  # a path that cannot run here (no compiler, no onnxruntime) is reported
-                result.error = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+                result.error = f"{type(error).__name__}: {one_line(error)[:200]}"
             if name == reference_name:
                 reference_speed = result.images_per_s or None
             if reference_speed and result.images_per_s:

@@ -145,6 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .analysis.plots import plot_confusion
+    from .data.readers import one_line
     from .inference import evaluate_checkpoint
 
     if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
@@ -159,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         plot_confusion(torch.tensor(result["confusion"]), result["classes"], png,
                        title=f"{weights.name} on {result['description']}")
     except OSError as error:
-        failure = f"cannot write the confusion matrix to {png}: {' '.join(str(error).split())}"
+        failure = f"cannot write the confusion matrix to {png}: {one_line(error)}"
     if args.json:
         print(json.dumps(dict(result, confusion_png=None if failure else str(png)), indent=2))
     else:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .data.readers import one_line
 from .fileio import atomic_write
 
 PathLike = Union[str, Path]
@@ -244,7 +245,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
                 if int8_engine == "onnx":
                     raise
                 warnings.warn(f"ONNX Runtime int8 could not be built ({type(error).__name__}: "
-                              f"{' '.join(str(error).split())[:200]}); keeping torch FX int8", stacklevel=2)
+                              f"{one_line(error)[:200]}); keeping torch FX int8", stacklevel=2)
         chosen, choice = _faster(candidates, probe)
         return _finish(chosen, model, choice)
     prepared = fold_batchnorm(model).to(memory_format=torch.channels_last)
@@ -332,7 +333,7 @@ class OnnxModel(nn.Module):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types
             raise ValueError(f"{path} is not an ONNX model ONNX Runtime can run: "
-                             f"{' '.join(str(error).split())[:160]}") from error
+                             f"{one_line(error)[:160]}") from error
         signature = self.session.get_inputs()[0]
         self.input_name = signature.name
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)

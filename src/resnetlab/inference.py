@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from .data import DATASETS, DeviceLoader, load_dataset
 from .data.inputs import ImagePreprocess, LabelledFolder, expand_paths, input_size, load_inputs
+from .data.readers import one_line
 from .export import (
     ENGINES,
     FORMAT_PRECISIONS,
@@ -180,7 +181,7 @@ class Predictor:
             try:
                 x = self.load_image(path)
             except Exception as error:  # PIL raises many kinds for a bad file
-                reason = " ".join(str(error).split())[:160] or type(error).__name__
+                reason = one_line(error)[:160]
                 yield Prediction(str(path), error=f"cannot read image: {reason}")
                 continue
             logits = predict_logits(self.model, x.unsqueeze(0).to(self.device), self.flip_tta)

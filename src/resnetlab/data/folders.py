@@ -131,7 +131,7 @@ def _image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFold
     try:
         return ImageFolder(str(path), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # a class folder without images
-        raise ValueError(f"{path}: {' '.join(str(err).split())}") from None
+        raise ValueError(f"{path}: {one_line(err)}") from None
 
 
 def train_transform(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from .folders import _image_folder, to_8bit, unreadable_image
 from .loader import DeviceLoader
+from .readers import one_line
 from .sources import DATASETS, load_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -123,7 +124,7 @@ def _tensor_file(path: Path) -> torch.Tensor:
             return torch.from_numpy(np.load(path, allow_pickle=False))
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # numpy and torch raise many kinds for a bad file
-        raise ValueError(f"cannot read {path} as a tensor: {' '.join(str(error).split())[:160]}") from None
+        raise ValueError(f"cannot read {path} as a tensor: {one_line(error)[:160]}") from None
     if not isinstance(loaded, torch.Tensor):
         raise ValueError(f"{path} holds a {type(loaded).__name__}, not a tensor of images")
     return loaded

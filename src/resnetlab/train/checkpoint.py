@@ -13,6 +13,7 @@ from typing import Any, Dict, Union
 
 import torch
 
+from ..data.readers import one_line
 from ..fileio import atomic_write
 
 STATE_SUFFIX = ".state.pt"
@@ -46,7 +47,7 @@ def load_state(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        reason = " ".join(str(error).split())[:160]
+        reason = one_line(error)[:160]
         raise ValueError(f"{path} is not a readable training state: {reason}") from None
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..data.readers import one_line
 from .engine import EpochStats
 
 
@@ -103,7 +104,7 @@ def _from_the_backend(error: RuntimeError) -> bool:
 
 def _reason(error: RuntimeError) -> str:
     """The first sentence of a backend error, without the source location in front."""
-    text = " ".join(str(error).split())
+    text = one_line(error)
     text = re.sub(r"^\[[^\]]*\]\s*", "", text)
     return text.split(". ")[0].rstrip(".")
 
