@@ -60,6 +60,9 @@ def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
     (dict(overrides=dict(colour=1)), "unknown config key(s) colour"),
     (dict(overrides=dict(schedule="linear")), "unknown schedule"),
     (dict(overrides=dict(eval_every=0)), "eval_every must be >= 1"),
+    (dict(overrides=dict(progressive_min_size=2)), "progressive_min_size must be 0 (off) or a side length >= 4, got 2"),
+    (dict(overrides=dict(progressive_ramp=[0.8, 0.2])), "progressive_ramp must be [start, end] with 0 <= start"),
+    (dict(overrides=dict(progressive_ramp=[0.5])), "progressive_ramp must be [start, end]"),
 ])
 def test_bad_config_values(kwargs, fragment):
     with pytest.raises(ValueError, match=None) as info:
@@ -171,6 +174,49 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert resumed["test_top1"] == full["test_top1"]
+
+
+def test_progressive_size_grows_from_the_smallest_side_to_the_full_one():
+    from resnetlab.train.engine import progressive_size
+
+    ramp = [0.25, 0.75]
+    assert [progressive_size(28, 16, ramp, p / 10) for p in range(11)] == \
+        [16, 16, 16, 18, 20, 22, 24, 26, 28, 28, 28]  # in steps of 2 pixels
+    assert {progressive_size(28, smallest, ramp, p / 10) for smallest in (0, 28, 40) for p in range(11)} == {28}
+    assert [progressive_size(32, 8, [0.5, 0.5], p) for p in (0.0, 0.49, 0.5, 1.0)] == [8, 8, 32, 32]
+
+
+def test_resize_batch_scales_both_sides_and_keeps_full_size_batches_as_they_are():
+    from resnetlab.train.engine import resize_batch
+
+    x = torch.rand(2, 3, 32, 48)
+    assert resize_batch(x, 16).shape == (2, 3, 16, 24)
+    assert resize_batch(x, 32) is x
+    flat = torch.full((1, 1, 28, 28), 0.7)
+    assert torch.allclose(resize_batch(flat, 16), torch.full((1, 1, 16, 16), 0.7))  # a mean, not a sample
+
+
+def test_progressive_resizing_trains_small_evaluates_full_size_and_resumes_exactly(tmp_path):
+    options = dict(epochs=4, deterministic=True, progressive_min_size=16, progressive_ramp=[0.25, 0.75])
+    trainer = Trainer(tiny_config(tmp_path, name="full", **options))
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda module, args: seen.append((module.training, args[0].shape[-1])))
+    full = trainer.run()
+    train_sides = [side for training, side in seen if training]
+    per_epoch = len(train_sides) // 4
+    # progress at each epoch's start: 0, 0.25, 0.5, 0.75 of training
+    assert train_sides == [16] * per_epoch * 2 + [24] * per_epoch + [32] * per_epoch
+    assert {side for training, side in seen if not training} == {32}  # evaluation at the full size
+    history = json.loads((Path(full["run_dir"]) / "metrics.json").read_text())["history"]
+    assert [row["train_size"] for row in history] == [16, 16, 24, 32]
+    stopped = train(tiny_config(tmp_path, name="cut", stop_after_steps=40, **options))  # in the 24-pixel epoch
+    resumed = resume(stopped["run_dir"], dict(stop_after_steps=0))
+    a, b = weights_of(Path(full["run_dir"])), weights_of(Path(resumed["run_dir"]))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(ValueError, match="progressive_min_size 32 must be below the training image height 32"):
+        Trainer(tiny_config(tmp_path, name="big", progressive_min_size=32))
+    assert not (tmp_path / "runs" / "big").exists()
 
 
 def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):

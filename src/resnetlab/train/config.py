@@ -55,6 +55,10 @@ class TrainConfig:
     augment: str = "crop-flip"
     pad: int = 4
     erase: float = 0.0  # random-erasing probability per training image (Zhong et al. 2017)
+    # Progressive resizing: training images start at this side length (0: off) and grow to the full
+    # size over the progressive_ramp fractions of training. Evaluation is always at the full size.
+    progressive_min_size: int = 0
+    progressive_ramp: List[float] = field(default_factory=lambda: [0.25, 0.75])
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights
     flip_tta: bool = False  # evaluate on each image and its mirror, averaging the logits
@@ -214,6 +218,10 @@ def validate(config: TrainConfig) -> None:
         (config.train_subset >= 0 and config.test_subset >= 0, "train_subset and test_subset must be >= 0"),
         (config.pad >= 0, f"pad must be >= 0, got {config.pad}"),
         (0 <= config.erase <= 1, f"erase (a probability) must be in [0, 1], got {config.erase}"),
+        (config.progressive_min_size == 0 or config.progressive_min_size >= 4,
+         f"progressive_min_size must be 0 (off) or a side length >= 4, got {config.progressive_min_size}"),
+        (len(config.progressive_ramp) == 2 and 0 <= config.progressive_ramp[0] <= config.progressive_ramp[1] <= 1,
+         f"progressive_ramp must be [start, end] with 0 <= start <= end <= 1, got {config.progressive_ramp}"),
         (config.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {config.eval_every}"),
         (config.accum_steps >= 1, f"accum_steps must be >= 1, got {config.accum_steps}"),
         (config.accum_steps < 1 or config.batch_size % config.accum_steps == 0,

@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,34 @@ def cuda_graphed(model: nn.Module, example: torch.Tensor, precision: str = "fp32
     """
     with autocast(example.device, precision):
         return torch.cuda.make_graphed_callables(model, (example,))
+
+
+def progressive_size(full: int, smallest: int, ramp: Sequence[float], progress: float) -> int:
+    """The training side length at ``progress`` (0..1, the fraction of training done) under progressive resizing.
+
+    ``smallest`` until ``ramp[0]``, then growing linearly to ``full`` at ``ramp[1]`` in steps of 2
+    pixels (fewer shapes: torch.compile and oneDNN prepare each new one). ``smallest`` 0 (or not
+    below ``full``) switches it off.
+    """
+    if smallest <= 0 or smallest >= full:
+        return full
+    start, end = ramp
+    if progress >= end:
+        grown = 1.0
+    elif progress <= start:
+        grown = 0.0
+    else:
+        grown = (progress - start) / (end - start)
+    return min(full, smallest + 2 * round((full - smallest) * grown / 2))
+
+
+def resize_batch(x: torch.Tensor, side: int) -> torch.Tensor:
+    """``x`` (N x C x H x W) with its height scaled to ``side`` and its width in proportion (antialiased)."""
+    height, width = x.shape[2:]
+    if side == height:
+        return x
+    size = (side, max(1, round(width * side / height)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ..weights import save_weights
 from .checkpoint import STATE_SUFFIX, latest_state, load_state, rng_state, save_state, set_rng_state
 from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
 from .distributed import ALONE, Ranks, copy_buffers_from_main, from_main, process_group, rank_device, sum_stats
-from .engine import EpochStats, TrainingDiverged, evaluate, train_steps
+from .engine import EpochStats, TrainingDiverged, evaluate, progressive_size, resize_batch, train_steps
 from .optim import build_optimizer, build_scheduler
 
 
@@ -153,6 +153,10 @@ class Trainer:
             raise ValueError("sync_bn needs CUDA devices: torch's SyncBatchNorm does not run on the CPU")
         # Everything that can fail on bad input happens before the run folder exists.
         self.data = prepare_data(config, self.device, ranks)
+        height = self.data.input_size[0]
+        if config.progressive_min_size >= height:
+            raise ValueError(f"progressive_min_size {config.progressive_min_size} must be below the training "
+                             f"image height {height} (or 0 for no progressive resizing)")
         self.model_options = dict(config.model_options, num_classes=len(self.data.classes),
                                   in_chans=self.data.in_chans)
         self.model = build_model(config.model, **self.model_options)
@@ -284,8 +288,16 @@ class Trainer:
 
     def _batches(self):
         channels_last = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        side = self._train_side(self.epoch)
         for x, y in self.data.train:
-            yield x.to(self.device, non_blocking=True, memory_format=channels_last), y.to(self.device)
+            x = resize_batch(x.to(self.device, non_blocking=True), side)
+            yield x.contiguous(memory_format=channels_last), y.to(self.device)
+
+    def _train_side(self, epoch: int) -> int:
+        """The training image height in ``epoch``: the full one unless progressive resizing shrinks it."""
+        progress = epoch * self.steps_per_epoch / self.total_steps  # fixed for the epoch, also on resume
+        return progressive_size(self.data.input_size[0], self.config.progressive_min_size,
+                                self.config.progressive_ramp, progress)
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -297,6 +309,8 @@ class Trainer:
     def _end_epoch(self, train_stats: EpochStats) -> None:
         row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
                    **train_stats.result("train"))
+        if self.config.progressive_min_size:
+            row["train_size"] = self._train_side(self.epoch - 1)  # the finished epoch's
         evaluated = self.epoch % self.config.eval_every == 0 or self.step >= self.total_steps
         if evaluated:
             copy_buffers_from_main(self._eval_model(), self.ranks)
@@ -328,7 +342,8 @@ class Trainer:
         if not self.config.quiet or self.step >= self.total_steps:
             tested = (f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
                       f"top5 {row['test_top5']:.2f}%  " if evaluated else "")
-            self._print(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  "
+            size = f"size {row['train_size']}  " if "train_size" in row else ""
+            self._print(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  {size}"
                         f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  {tested}"
                         f"{row['train_images_per_s']:.0f} img/s  {self.elapsed:.0f}s")
 
