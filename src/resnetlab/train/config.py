@@ -104,9 +104,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     "fast": dict(_FASHION_DEFAULT, epochs=6),
     # The best accuracy measured within 30 minutes on 2 CPU cores: the default on resnet20 for
     # 44 epochs with pad-2 crops, random erasing (p 0.25) and progressive resizing from 16 pixels
-    # (each of the first 11 epochs costs about 0.4 of a full-size one), evaluated every 4th epoch:
-    # 95.01% after 1665 s (seed 0) and 94.96% after 1604 s (seed 1) on the AMD EPYC. At the full
-    # size throughout, 32 epochs fit: 94.89% in 1814 s.
+    # (each of the first 13 epochs costs about 0.4 of a full-size one), evaluated every 4th epoch:
+    # 95.01%, 94.96% and 94.85% with seeds 0, 1, 2 after 1604-1665 s on the AMD EPYC. At the
+    # full size throughout, 32 epochs fit: 94.89% in 1814 s.
     "accurate": dict(_FASHION_DEFAULT, model="resnet20", epochs=44, augment="crop-flip", erase=0.25,
                      progressive_min_size=16, eval_every=4),
     # He et al. 2015, section 4.2: 64k iterations, lr /10 at 32k and 48k, 45k/5k split.
