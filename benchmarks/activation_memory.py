@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from resnetlab.models import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine  # noqa: E402
+from time_to_accuracy import machine, write_result  # noqa: E402
 
 MIB = 2**20
 
@@ -107,8 +107,7 @@ def main() -> int:
                   steps=args.steps, device=args.device, machine=machine(), results=results,
                   memory_ratio=memory_ratio, time_ratio=time_ratio)
     out = Path(args.out) / f"activation_memory-{args.model}-b{args.batch}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(out, record)
     print(f"written {out}")
     return 0
 

@@ -12,7 +12,6 @@ counted). Writes benchmarks/results/progressive_resize.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from resnetlab.models import build_model
 from resnetlab.train.engine import progressive_size, resize_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine  # noqa: E402
+from time_to_accuracy import machine, write_result  # noqa: E402
 from train_throughput import repeat, timed_steps  # noqa: E402
 
 
@@ -66,9 +65,7 @@ def main() -> int:
                   images_per_s={str(side): round(v, 1) for side, v in speed.items()},
                   schedule=schedule, full_size_epochs=round(full_epochs, 2),
                   epochs_ratio=round(args.epochs / full_epochs, 2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "progressive_resize.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out) / "progressive_resize.json", result)
     return 0
 
 

@@ -36,6 +36,9 @@ from resnetlab.analysis.summary import count_macs
 from resnetlab.bench import machine_name
 from resnetlab.export import time_batches
 
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_accuracy import write_result  # noqa: E402
+
 TARGETS = {"fp32": 2.0, "bf16": 3.5, "int8": 6.0}  # the inference issue's ratios to the reference
 PEAK_SOURCE = Path(__file__).with_name("peak_fma.c")
 
@@ -135,9 +138,7 @@ def main() -> int:
     for row in rows:  # a peak below what a real kernel reached would not bound anything
         if row["unit_peak_gmacs_per_s"] and (row["matmul_gmacs_per_s"] or 0) > row["unit_peak_gmacs_per_s"]:
             print(f"warning: {row['precision']} matmul beat the measured unit peak; the peak is not a bound here")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"roofline-{args.model}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out) / f"roofline-{args.model}.json", result)
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from resnetlab.fileio import atomic_write_text
 from resnetlab.machine import cpu_name
 from resnetlab.train import resolve_config, train
 
@@ -29,6 +30,11 @@ TARGETS = (93.0, 95.0)
 def machine() -> str:
     """A one-line description of the machine (CPU model, torch threads and version)."""
     return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def write_result(path: str | Path, result: dict) -> Path:
+    """Write a benchmark's result as JSON (atomically, making its folder)."""
+    return atomic_write_text(path, json.dumps(result, indent=2) + "\n")
 
 
 def main() -> int:
@@ -66,10 +72,8 @@ def main() -> int:
         hit = reached[str(target)]
         print(f"{target:.0f}%: " + (f"epoch {hit['epoch']}, {hit['wall_s']:.0f} s wall" if hit else "not reached"))
     print(f"final {result['final_top1']:.2f}%, best {result['best_top1']:.2f}%")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = f"time_to_accuracy-{args.recipe}" + (f"-{args.tag}" if args.tag else "")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out) / f"{name}.json", result)
     return 0
 
 

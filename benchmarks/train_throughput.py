@@ -14,7 +14,6 @@ images/s of each and the ratio; writes benchmarks/results/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from resnetlab.models import build_model
 from resnetlab.train.engine import train_steps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine  # noqa: E402
+from time_to_accuracy import machine, write_result  # noqa: E402
 
 
 class PerSampleDataset(Dataset):
@@ -110,9 +109,7 @@ def main() -> int:
           f"{reference:8.1f} images/s")
     print(f"resnetlab (device batches, channels_last, bf16 autocast):                   {ours:8.1f} images/s")
     print(f"ratio: {ours / reference:.2f}x")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out) / "train_throughput.json", result)
     return 0
 
 
