@@ -203,7 +203,7 @@ def test_eval_and_predict_commands_on_a_trained_checkpoint(tmp_path, capsys):
 # ---------------------------------------------------------------- eval and predict: folders, 16-bit, flip, confusion
 
 
-def tiny_checkpoint(path, flip_tta=None, in_chans=3):
+def tiny_checkpoint(path, flip_tta=None, in_chans=3, shift_tta=None):
     """An untrained resnet8 for 2 classes (dark, light) at 32 x 32; its predictions follow brightness."""
     import torch
 
@@ -212,8 +212,9 @@ def tiny_checkpoint(path, flip_tta=None, in_chans=3):
 
     torch.manual_seed(0)
     preprocessing = dict(mean=[0.5] * in_chans, std=[0.25] * in_chans, input_size=[32, 32], dataset="cifar10")
-    if flip_tta is not None:
-        preprocessing["flip_tta"] = flip_tta
+    for view, recorded in (("flip_tta", flip_tta), ("shift_tta", shift_tta)):
+        if recorded is not None:
+            preprocessing[view] = recorded
     options = {"num_classes": 2, "in_chans": in_chans}
     return save_weights(build_model("resnet8", **options), path, "resnet8", options=options,
                         class_names=["dark", "light"], preprocessing=preprocessing)
@@ -365,15 +366,18 @@ def test_eval_per_class_accuracy_matches_the_confusion_matrix_and_the_labels(tmp
     assert printed == {name: f"{value:.2f}%" for name, value in zip(result["classes"], from_labels)}
 
 
-def test_eval_averages_the_mirror_in_when_the_checkpoint_says_so(tmp_path, capsys):
+def test_eval_averages_the_mirror_and_shifts_in_when_the_checkpoint_says_so(tmp_path, capsys):
     from resnetlab.inference import Predictor, evaluate_checkpoint
 
     folder = write_class_folder(tmp_path / "shapes")
     flipped = tiny_checkpoint(tmp_path / "flip.safetensors", flip_tta=True)
-    plain = tiny_checkpoint(tmp_path / "plain.safetensors")  # no flip_tta key: off, as before
+    shifted = tiny_checkpoint(tmp_path / "shift.safetensors", shift_tta=True)
+    plain = tiny_checkpoint(tmp_path / "plain.safetensors")  # no flip_tta or shift_tta key: off, as before
     with_mirror = evaluate_checkpoint(flipped, str(folder), flip_tta=True)
     without = evaluate_checkpoint(flipped, str(folder), flip_tta=False)
+    with_shifts = evaluate_checkpoint(plain, str(folder), shift_tta=True)
     assert with_mirror["test_loss"] != pytest.approx(without["test_loss"], abs=1e-6)
+    assert with_shifts["test_loss"] != pytest.approx(without["test_loss"], abs=1e-6)
 
     def cli_eval(weights, *flags):
         code, out, err = run_cli(capsys, "eval", "--weights", str(weights), "--data", str(folder), "--json", *flags)
@@ -381,12 +385,18 @@ def test_eval_averages_the_mirror_in_when_the_checkpoint_says_so(tmp_path, capsy
         return json.loads(out)
 
     for weights, flags, expected in ((flipped, (), with_mirror), (flipped, ("--no-flip-tta",), without),
-                                     (plain, (), without), (plain, ("--flip-tta",), with_mirror)):
+                                     (plain, (), without), (plain, ("--flip-tta",), with_mirror),
+                                     (shifted, (), with_shifts), (shifted, ("--no-shift-tta",), without),
+                                     (plain, ("--shift-tta",), with_shifts)):
         result = cli_eval(weights, *flags)
-        assert result["flip_tta"] == expected["flip_tta"], (weights, flags)
+        assert (result["flip_tta"], result["shift_tta"]) == (expected["flip_tta"], expected["shift_tta"]), flags
         assert result["test_loss"] == pytest.approx(expected["test_loss"], abs=1e-6), (weights, flags)
         assert result["confusion"] == expected["confusion"], (weights, flags)
     code, out, _ = run_cli(capsys, "eval", "--weights", str(flipped), "--data", str(folder))
     assert code == 0 and out.startswith(f"{folder} (folder: all 20 images) [flip-tta]: top-1 ")
     assert Predictor(flipped).flip_tta and not Predictor(flipped, flip_tta=False).flip_tta
     assert not Predictor(plain).flip_tta
+    code, out, _ = run_cli(capsys, "eval", "--weights", str(shifted), "--data", str(folder), "--flip-tta")
+    assert code == 0 and out.startswith(f"{folder} (folder: all 20 images) [flip-tta shift-tta]: top-1 ")
+    assert Predictor(shifted).shift_tta and not Predictor(shifted, shift_tta=False).shift_tta
+    assert not Predictor(plain).shift_tta

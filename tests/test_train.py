@@ -39,7 +39,7 @@ def test_recipes_resolve_and_toml_round_trips(tmp_path):
     assert paper.schedule == "multistep" and paper.milestones == [0.5, 0.75]
     # the measured figures in README were taken as overrides of the default recipe
     measured = dict(model="resnet20", epochs=44, augment="crop-flip", erase=0.25, progressive_min_size=16,
-                    eval_every=4)
+                    shift_tta=True, eval_every=11)
     assert resolve_config("accurate") == resolve_config("default", overrides=measured)
 
 
@@ -96,6 +96,15 @@ def test_training_writes_every_output(tmp_path):
     assert metadata["arch"] == "resnet8" and metadata["class_names"][0] == "class0"
     assert metadata["options"] == {"num_classes": 10, "in_chans": 3}
     assert metadata["preprocessing"]["input_size"] == [32, 32]
+
+
+def test_training_records_its_test_views_for_eval_and_predict(tmp_path):
+    result = train(tiny_config(tmp_path, name="views", epochs=1, flip_tta=True, shift_tta=True))
+    weights = Path(result["run_dir"]) / "last.safetensors"
+    _, metadata = read_checkpoint(weights)
+    assert metadata["preprocessing"]["flip_tta"] is True and metadata["preprocessing"]["shift_tta"] is True
+    assert Predictor(weights).flip_tta and Predictor(weights).shift_tta
+    assert not Predictor(weights, shift_tta=False).shift_tta
 
 
 def test_eval_every_skips_epochs_but_always_evaluates_the_last(tmp_path):
@@ -467,6 +476,41 @@ def test_flip_tta_averages_the_logits_of_image_and_mirror():
     expected = (Asymmetric()(x) + Asymmetric()(x.flip(3))) / 2
     assert plain.result("test")["test_loss"] != tta.result("test")["test_loss"]
     assert abs(tta.result("test")["test_loss"] - float(torch.nn.functional.cross_entropy(expected, y))) < 1e-6
+
+
+def test_shift_image_moves_by_one_pixel_and_repeats_the_edge():
+    from resnetlab.train.engine import shift_image
+
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    right = shift_image(x, 1, 0)
+    assert torch.equal(right[..., 1:], x[..., :-1]) and torch.equal(right[..., 0], x[..., 0])
+    left = shift_image(x, -1, 0)
+    assert torch.equal(left[..., :-1], x[..., 1:]) and torch.equal(left[..., -1], x[..., -1])
+    down = shift_image(x, 0, 1)
+    assert torch.equal(down[..., 1:, :], x[..., :-1, :]) and torch.equal(down[..., 0, :], x[..., 0, :])
+    up = shift_image(x, 0, -1)
+    assert torch.equal(up[..., :-1, :], x[..., 1:, :]) and torch.equal(up[..., -1, :], x[..., -1, :])
+    assert torch.equal(shift_image(x, 0, 0), x)
+
+
+def test_shift_tta_averages_the_logits_of_ten_views():
+    from resnetlab.train.engine import evaluate, predict_logits
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(20, 3))  # sees every pixel where it is
+    x, y = torch.randn(4, 1, 4, 5), torch.tensor([0, 1, 2, 0])
+    shifted = [x, x.roll(1, 3), x.roll(-1, 3), x.roll(1, 2), x.roll(-1, 2)]
+    # the line that rolled around to the other side is the repeated edge instead
+    shifted[1][..., 0], shifted[2][..., -1] = x[..., 0], x[..., -1]
+    shifted[3][..., 0, :], shifted[4][..., -1, :] = x[..., 0, :], x[..., -1, :]
+    with torch.no_grad():
+        five = sum(model(v) for v in shifted) / 5
+        ten = sum(model(v) + model(v.flip(3)) for v in shifted) / 10
+    assert torch.allclose(predict_logits(model, x, shift_tta=True), five, atol=1e-6)
+    assert torch.allclose(predict_logits(model, x, flip_tta=True, shift_tta=True), ten, atol=1e-6)
+    assert not torch.allclose(five, model(x).detach(), atol=1e-3)  # the views differ, so the average is no no-op
+    stats = evaluate(model, [(x, y)], device=torch.device("cpu"), num_classes=3, flip_tta=True, shift_tta=True)
+    assert abs(stats.result("test")["test_loss"] - float(torch.nn.functional.cross_entropy(ten, y))) < 1e-6
 
 
 def test_schedules_warmup_and_their_factors():

@@ -152,7 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
     result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
                                  args.device, args.split, args.flip_tta, args.engine, args.precision,
-                                 args.calibration)
+                                 args.calibration, args.shift_tta)
     weights = Path(args.weights)
     png = Path(args.confusion or weights.with_name(f"{weights.stem}-confusion-{result['data']}-{result['split']}.png"))
     failure = ""
@@ -167,8 +167,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tags = [result["engine"], result["precision"]]
         if tags == ["torch", "fp32"]:
             tags = []
-        if result["flip_tta"]:
-            tags.append("flip-tta")
+        tags += [name for name in ("flip-tta", "shift-tta") if result[name.replace("-", "_")]]
         tag = f" [{' '.join(tags)}]" if tags else ""
         print(f"{result['description']}{tag}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
               f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
@@ -191,7 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
     predictor = Predictor(args.weights, args.model, args.device, args.engine, args.precision, args.calibration,
-                          args.flip_tta)
+                          args.flip_tta, args.shift_tta)
     failures = 0
     for prediction in predictor.predict(args.images, args.topk):
         if prediction.error:
@@ -339,6 +338,15 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser and entry point
 
 
+def add_tta_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the logits of each image and its mirror (default: as the checkpoint's "
+                        "training did)")
+    parser.add_argument("--shift-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="also average in the four 1-pixel shifts of each view (default: as the "
+                        "checkpoint's training did)")
+
+
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="torch", help="torch or onnx (ONNX Runtime; weights may be an .onnx file)")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 (torch) or int8")
@@ -392,8 +400,7 @@ def build_parser() -> Parser:
     p.add_argument("--device", default="auto")
     p.add_argument("--confusion", metavar="PNG", help="where to write the confusion matrix (default: next to "
                    "the weights, <weights stem>-confusion-<data>-<split>.png)")
-    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average the logits of each image and its mirror (default: as the checkpoint's training did)")
+    add_tta_flags(p)
     add_engine_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -404,8 +411,7 @@ def build_parser() -> Parser:
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
-    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average the logits of each image and its mirror (default: as the checkpoint's training did)")
+    add_tta_flags(p)
     add_engine_flags(p)
     p.set_defaults(func=cmd_predict)
 

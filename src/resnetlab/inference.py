@@ -92,21 +92,24 @@ def inference_device(device: str, engine: str, precision: str) -> torch.device:
     return resolve_device(device)
 
 
-def recorded_flip_tta(metadata: Dict[str, Any]) -> bool:
-    """Whether the checkpoint's training evaluated each image with its mirror averaged in."""
-    return bool((metadata.get("preprocessing") or {}).get("flip_tta", False))
+def recorded_tta(metadata: Dict[str, Any], view: str) -> bool:
+    """Whether the checkpoint's training evaluated with the test views ``view`` ("flip_tta" or
+    "shift_tta") averaged in; checkpoints that do not say were evaluated without."""
+    return bool((metadata.get("preprocessing") or {}).get(view, False))
 
 
 def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional[str] = None,
                         model_name: Optional[str] = None, batch_size: int = 256, device: str = "auto",
                         split: str = "test", flip_tta: Optional[bool] = None, engine: str = "torch",
-                        precision: str = "fp32", calibration: Optional[str] = None) -> Dict[str, Any]:
+                        precision: str = "fp32", calibration: Optional[str] = None,
+                        shift_tta: Optional[bool] = None) -> Dict[str, Any]:
     """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a checkpoint on a dataset.
 
     ``data`` is a dataset name (its ``split``) or an image folder (see LabelledFolder: its
-    val/ or train/ part, else all its images). ``flip_tta`` None averages the mirror in when
-    the checkpoint's training did. int8 calibrates on ``calibration``, else on the train split
-    of ``data`` when it is a dataset name, else on the checkpoint's own dataset. The result
+    val/ or train/ part, else all its images). ``flip_tta`` and ``shift_tta`` None average the
+    mirror and the 1-pixel shifts in when the checkpoint's training did. int8 calibrates on
+    ``calibration``, else on the train split of ``data`` when it is a dataset name, else on the
+    checkpoint's own dataset. The result
     also names what was evaluated: ``data`` (dataset or folder name), ``split``, ``description``.
     """
     if batch_size < 1:
@@ -116,8 +119,8 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
         calibration = data
     model, metadata = load_for_inference(weights, model_name, engine, precision, calibration, data_dir,
                                          str(target))
-    if flip_tta is None:
-        flip_tta = recorded_flip_tta(metadata)
+    flip_tta = recorded_tta(metadata, "flip_tta") if flip_tta is None else flip_tta
+    shift_tta = recorded_tta(metadata, "shift_tta") if shift_tta is None else shift_tta
     if data.lower() in DATASETS:
         dataset = load_dataset(data, split, data_dir)
         if dataset.image_shape[0] != model.in_chans:
@@ -134,13 +137,14 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
         raise ValueError(f"{data!r} is not a dataset name ({', '.join(DATASETS)}) or an image folder")
     if len(classes) != model.num_classes:
         raise ValueError(f"weights {weights} have {model.num_classes} classes; {data} has {len(classes)}")
-    stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta)
+    stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta,
+                     shift_tta=shift_tta)
     confusion = stats.confusion
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     return dict(stats.result("test"), classes=list(classes), per_class_top1=per_class,
                 confusion=confusion.tolist(), samples=stats.samples, engine=engine,
                 precision="as exported" if Path(weights).suffix == ".onnx" else precision,
-                flip_tta=flip_tta, data=name, split=split, description=description)
+                flip_tta=flip_tta, shift_tta=shift_tta, data=name, split=split, description=description)
 
 
 @dataclass
@@ -158,7 +162,7 @@ class Predictor:
 
     def __init__(self, weights: Union[str, Path], model_name: Optional[str] = None, device: str = "auto",
                  engine: str = "torch", precision: str = "fp32", calibration: Optional[str] = None,
-                 flip_tta: Optional[bool] = None) -> None:
+                 flip_tta: Optional[bool] = None, shift_tta: Optional[bool] = None) -> None:
         self.device = inference_device(device, engine, precision)
         model, metadata = load_for_inference(weights, model_name, engine, precision, calibration,
                                              device=str(self.device))
@@ -166,8 +170,9 @@ class Predictor:
         self.in_chans = model.in_chans
         self.preprocess = ImagePreprocess(metadata.get("preprocessing"), self.in_chans)
         self.class_names = metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
-        # None: average the mirror in when the checkpoint's training evaluated that way.
-        self.flip_tta = recorded_flip_tta(metadata) if flip_tta is None else flip_tta
+        # None: average the test views in that the checkpoint's training evaluated with.
+        self.flip_tta = recorded_tta(metadata, "flip_tta") if flip_tta is None else flip_tta
+        self.shift_tta = recorded_tta(metadata, "shift_tta") if shift_tta is None else shift_tta
 
     def load_image(self, path: Union[str, Path]) -> torch.Tensor:
         """Read any image file as a normalized C x H x W tensor (grayscale or RGB as the model needs)."""
@@ -184,7 +189,7 @@ class Predictor:
                 reason = one_line(error)[:160]
                 yield Prediction(str(path), error=f"cannot read image: {reason}")
                 continue
-            logits = predict_logits(self.model, x.unsqueeze(0).to(self.device), self.flip_tta)
+            logits = predict_logits(self.model, x.unsqueeze(0).to(self.device), self.flip_tta, self.shift_tta)
             probs = torch.softmax(logits, dim=1)[0]
             top = probs.topk(k)
             yield Prediction(str(path), [self.class_names[i] for i in top.indices.tolist()],

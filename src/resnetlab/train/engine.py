@@ -144,21 +144,37 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
     return stats
 
 
+# The four 1-pixel shifts (right, left, down, up) that shift_tta averages in, as (dx, dy).
+TEST_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``x`` (N x C x H x W) moved ``dx`` pixels right and ``dy`` down (at most 1 each way), the
+    vacated edge filled by repeating the border pixels."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    height, width = x.shape[-2:]
+    return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
-    """float32 logits of ``x``; with ``flip_tta`` the mean over each image and its horizontal mirror."""
-    logits = model(x).float()
+def predict_logits(model: nn.Module, x: torch.Tensor, flip_tta: bool = False, shift_tta: bool = False) -> torch.Tensor:
+    """float32 logits of ``x``, averaged over test views: with ``shift_tta`` the image and its four
+    1-pixel shifts; with ``flip_tta`` each of those and its horizontal mirror (10 views with both)."""
+    views = [x] + ([shift_image(x, dx, dy) for dx, dy in TEST_SHIFTS] if shift_tta else [])
     if flip_tta:
-        logits = (logits + model(x.flip(3)).float()) / 2
-    return logits
+        views += [view.flip(3) for view in views]
+    logits = model(views[0]).float()
+    for view in views[1:]:
+        logits = logits + model(view).float()
+    return logits / len(views) if len(views) > 1 else logits
 
 
 def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], *,
              device: torch.device, num_classes: int, precision: str = "fp32",
-             flip_tta: bool = False) -> EpochStats:
+             flip_tta: bool = False, shift_tta: bool = False) -> EpochStats:
     """Loss, top-1, top-5 and the confusion matrix (rows: true class, columns: predicted).
 
-    With ``flip_tta`` the logits are the mean over the image and its horizontal mirror.
+    The logits are averaged over the test views ``flip_tta`` and ``shift_tta`` ask for (predict_logits).
     """
     model.eval()
     stats = EpochStats(confusion=torch.zeros(num_classes, num_classes, dtype=torch.long))
@@ -166,7 +182,7 @@ def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = predict_logits(model, x, flip_tta)
+            logits = predict_logits(model, x, flip_tta, shift_tta)
         loss = F.cross_entropy(logits, y)
         predicted = stats.update(float(loss), logits, y)  # the same top-1 as the accuracy (ties included)
         pairs = (y * num_classes + predicted).cpu()

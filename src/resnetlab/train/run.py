@@ -316,7 +316,7 @@ class Trainer:
             copy_buffers_from_main(self._eval_model(), self.ranks)
             test = evaluate(self._eval_model(), self.data.test, device=self.device,
                             num_classes=len(self.data.classes), precision=self.config.precision,
-                            flip_tta=self.config.flip_tta)
+                            flip_tta=self.config.flip_tta, shift_tta=self.config.shift_tta)
             test = sum_stats(test, self.ranks, self.device)
             self.last_stats = test
             self.eval_seconds += test.seconds
@@ -393,7 +393,8 @@ class Trainer:
             return
         preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
                              input_size=list(self.data.input_size), dataset=self.config.data,
-                             flip_tta=self.config.flip_tta)  # eval averages the mirror in as training did
+                             flip_tta=self.config.flip_tta,  # eval and predict average the views training did
+                             shift_tta=self.config.shift_tta)
         save_weights(self._eval_model(), self.run_dir / f"{tag}.safetensors", self.config.model,
                      options=self.model_options, class_names=self.data.classes,
                      preprocessing=preprocessing)
