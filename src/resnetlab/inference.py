@@ -109,8 +109,8 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
     val/ or train/ part, else all its images). ``flip_tta`` and ``shift_tta`` None average the
     mirror and the 1-pixel shifts in when the checkpoint's training did. int8 calibrates on
     ``calibration``, else on the train split of ``data`` when it is a dataset name, else on the
-    checkpoint's own dataset. The result
-    also names what was evaluated: ``data`` (dataset or folder name), ``split``, ``description``.
+    checkpoint's own dataset. The result also names what was evaluated: ``data`` (dataset or
+    folder name), ``split``, ``description``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
