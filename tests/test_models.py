@@ -80,12 +80,24 @@ def test_option_a_adds_no_parameters_and_b_does():
     assert all(block.downsample is None and not block.residual for block in plain.residual_blocks())
 
 
-def test_option_a_equals_akamaster_lambda():
+@pytest.mark.parametrize("size,dtype", [(8, torch.float32), (7, torch.float32), (7, torch.bfloat16)])
+def test_option_a_equals_akamaster_lambda(size, dtype):
     shortcut = ZeroPadShortcut(16, 32, stride=2)
-    x = torch.randn(2, 16, 8, 8)
+    x = torch.randn(2, 16, size, size).to(dtype)
     planes = 32  # akamaster: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
     expected = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4), "constant", 0)
     assert torch.equal(shortcut(x), expected)
+
+
+def test_option_a_gradient_keeps_channels_last():
+    # A contiguous gradient meeting channels_last ones slows every op it reaches.
+    # torch.autograd.grad returns the gradient as computed (.grad of a leaf is restrided to match it).
+    x = torch.randn(2, 16, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    (grad,) = torch.autograd.grad(ZeroPadShortcut(16, 32, stride=2)(x).pow(2).sum(), x)
+    assert grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
+    expected = torch.zeros_like(x)
+    expected[:, :, ::2, ::2] = 2 * x.detach()[:, :, ::2, ::2]
+    assert torch.equal(grad, expected)
 
 
 def test_plain_block_ignores_the_input_path():

@@ -48,7 +48,10 @@ class ZeroPadShortcut(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
+            # The same pixels as x[:, :, ::stride, ::stride], but the gradient keeps x's memory
+            # format: a slice's gradient comes back contiguous, and mixing it with channels_last
+            # gradients made the ops it meets several times slower (resnet20 trained ~5% slower).
+            x = F.avg_pool2d(x, kernel_size=1, stride=self.stride)
         return F.pad(x, [0, 0, 0, 0, self.pad_front, self.pad_back])
 
     def extra_repr(self) -> str:
