@@ -106,9 +106,10 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # The best accuracy measured within 30 minutes on 2 CPU cores: the default on resnet20 for
     # 44 epochs with pad-2 crops, random erasing (p 0.25) and progressive resizing from 16 pixels
     # (each of the first 13 epochs costs about 0.4 of a full-size one), evaluated every 11th epoch
-    # on 10 views (mirror and 1-pixel shifts, ~20 s each time): 95.02% in 1712 s with seed 0,
-    # 94.99% and 94.88% with seeds 1 and 2 on the AMD EPYC. At the full size throughout, 32
-    # epochs fit: 94.89% in 1814 s.
+    # on 10 views (mirror and 1-pixel shifts, ~20 s each time): 95.02% in 1712 s with seed 0
+    # (the same schedule took 1640 s once the option-A shortcut kept channels_last), 94.99% and
+    # 94.88% with seeds 1 and 2 on the AMD EPYC. At the full size throughout, 32 epochs fit:
+    # 94.89% in 1814 s.
     "accurate": dict(_FASHION_DEFAULT, model="resnet20", epochs=44, augment="crop-flip", erase=0.25,
                      progressive_min_size=16, shift_tta=True, eval_every=11),
     # He et al. 2015, section 4.2: 64k iterations, lr /10 at 32k and 48k, 45k/5k split.

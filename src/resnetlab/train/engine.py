@@ -166,7 +166,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, flip_tta: bool = False, sh
     logits = model(views[0]).float()
     for view in views[1:]:
         logits = logits + model(view).float()
-    return logits / len(views) if len(views) > 1 else logits
+    return logits / len(views)
 
 
 def evaluate(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], *,
