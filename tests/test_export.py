@@ -330,3 +330,24 @@ def test_export_bad_input_is_one_line_exit_2_and_writes_nothing(trained, tmp_pat
     assert code == 2 and "does not fit" in err and list(out.iterdir()) == []
     code, _, err = run_cli(capsys, "eval", "--weights", weights, "--data", "synthetic", "--engine", "tensorrt")
     assert code == 2 and "unknown engine 'tensorrt'; accepted: torch, onnx" in err
+
+
+def test_torchscript_export_survives_the_stale_operator_ids_torch_library_leaves(tmp_path):
+    import torch.ao.quantization.fx.convert  # noqa: F401  redefines quantized_decomposed ops, freeing the old ones
+
+    model = create_model("resnet8", num_classes=10).eval()
+    table = torch.jit._builtins._get_builtin_table()
+    key = id(model.conv1._reversed_padding_repeated_twice)  # shared by the copies export makes
+    assert key not in table
+    # What the table holds once a freed operator's address is reused by this tuple.
+    table[key] = "quantized_decomposed::quantize_per_tensor"
+    try:
+        with warnings.catch_warnings(), pytest.raises(RuntimeError, match="builtin cannot be used as a value"):
+            warnings.simplefilter("ignore")
+            torch.jit.script(model)
+        x = torch.randn(4, 3, 32, 32)
+        result = export_model(model, tmp_path / "m.torchscript", "torchscript", "fp32", inputs=x)
+        assert result.agreement.top1_agreement == 1.0
+        assert key not in table
+    finally:
+        table.pop(key, None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +10,7 @@ from torch import nn
 
 import resnetlab
 from resnetlab.analysis import count_macs, model_info, summarize
+from resnetlab.export import script_model
 from resnetlab.models import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut, build_model, list_models
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -379,9 +378,7 @@ def test_script_export_and_channels_last(name):
         # Deep nets at initialisation in eval mode have logits in the thousands: compare
         # relative to their scale.
         tol = 1e-5 * float(expected.abs().max().clamp(min=1.0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.script is deprecated in recent torch
-            scripted = torch.jit.script(model)
+        scripted = script_model(model)  # torch.jit.script, minus a torch bug that made it flaky in this suite
         assert (scripted(x) - expected).abs().max() <= tol
         exported = torch.export.export(model, (x,))
         assert (exported.module()(x) - expected).abs().max() <= tol

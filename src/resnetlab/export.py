@@ -419,6 +419,37 @@ class CastInput(nn.Module):
         return self.model(x.to(self.dtype)).float()
 
 
+def _forget_replaced_jit_builtins() -> None:
+    """Drop TorchScript's builtin-table entries for operator objects torch has since replaced.
+
+    torch.jit maps id(operator) to its schema name without keeping the operator alive. When
+    torch.library defines an overload for an existing op (importing FX quantization does, for
+    quantized_decomposed ops), the op's packet gets a new operator and the old one is freed, but
+    its id stays in the table. Any later object allocated at that address (a Conv2d's padding
+    tuple, in this project's test suite) then fails to script with "builtin cannot be used as a
+    value". Outside aten and prim each name has exactly one live operator, its packet's, so an
+    entry with another id is stale.
+    """
+    table = getattr(torch.jit._builtins, "_builtin_table", None)
+    for key, qualname in list((table or {}).items()):
+        namespace, _, name = qualname.partition("::")
+        if namespace in ("aten", "prim"):
+            continue  # these names also belong to torch.* functions and Tensor methods
+        ops = vars(torch.ops).get(namespace)  # only namespaces and packets that exist: no lookups that create
+        packet = vars(ops).get(name) if ops is not None else None
+        current = getattr(packet, "_op", None)
+        if current is not None and id(current) != key:
+            del table[key]
+
+
+def script_model(model: nn.Module) -> torch.jit.ScriptModule:
+    """torch.jit.script, safe from stale ids that torch.library leaves in TorchScript's builtin table."""
+    _forget_replaced_jit_builtins()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        return torch.jit.script(model)
+
+
 def _torchscript_module(model: nn.Module, precision: str, example: Tensor,
                         calibration: Optional[Tensor]) -> torch.jit.ScriptModule:
     """The frozen TorchScript module of model in precision (BN folded; int8 through FX)."""
@@ -432,7 +463,7 @@ def _torchscript_module(model: nn.Module, precision: str, example: Tensor,
         prepared = fold_batchnorm(model)
         if precision == "bf16":
             prepared = CastInput(prepared.to(torch.bfloat16), torch.bfloat16)
-        return torch.jit.freeze(torch.jit.script(prepared.eval()))
+        return torch.jit.freeze(script_model(prepared.eval()))
 
 
 @dataclass
