@@ -628,6 +628,93 @@ def test_resume_mid_epoch():
         DeviceLoader(ds, 4, train=True, seed=7).load_state_dict(state)
 
 
+def pruned_pass(loader: DeviceLoader) -> dict[int, tuple[torch.Tensor, float]]:
+    """One pass in which each sample's recorded loss is its label (its index): {index: (image, loss weight)}."""
+    seen = {}
+    for x, y in loader:
+        for image, label, weight in zip(x, y.tolist(), loader.batch_weights().tolist()):
+            seen[label] = (image, weight)
+        loader.record_losses(y.float())
+    return seen
+
+
+def test_pruning_leaves_out_easy_samples_at_random_and_weighs_the_kept_ones():
+    ds = indexed_dataset(50)
+    loader = DeviceLoader(ds, 1, train=True, seed=1, pad=2, erase=0.5)
+    loader.prune_easy = 0.5
+    assert len(loader) == 50  # no loss known yet: every sample
+    first = pruned_pass(loader)
+    assert sorted(first) == list(range(50)) and {w for _, w in first.values()} == {1.0}
+    assert len(loader) < 50  # the next pass is planned from the losses just recorded: 0..49, mean 24.5
+    second = pruned_pass(loader)
+    easy_kept = {i for i in second if i < 25}
+    assert set(range(25, 50)) <= set(second)  # hard samples are always kept, with weight 1
+    assert 5 <= len(easy_kept) <= 20  # about half of the 25 easy ones (p = 0.5)
+    assert all(second[i][1] == (2.0 if i < 25 else 1.0) for i in second)  # kept easy ones count 1 / (1 - p)
+    # The kept samples come in the order, and with the crops, flips and erasing, of an unpruned pass.
+    plain = DeviceLoader(ds, 1, train=True, seed=1, pad=2, erase=0.5)
+    plain.set_epoch(1)
+    unpruned = [(int(y), x[0]) for x, y in plain]
+    assert list(second) == [i for i, _ in unpruned if i in second]
+    assert all(torch.equal(second[i][0], x) for i, x in unpruned if i in second)
+    # Switched off, a pass keeps every sample again, with weight 1.
+    loader.prune_easy = 0.0
+    third = pruned_pass(loader)
+    assert sorted(third) == list(range(50)) and {w for _, w in third.values()} == {1.0}
+
+
+def test_pruned_pass_resumes_mid_pass():
+    ds = indexed_dataset(50)
+    loader = DeviceLoader(ds, 4, train=True, seed=3)
+    loader.prune_easy = 0.5
+    pruned_pass(loader)
+    reference = DeviceLoader(ds, 4, train=True, seed=3)
+    reference.load_state_dict(loader.state_dict())
+    reference.prune_easy = 0.5
+    full = [y.tolist() for _, y in reference]
+    assert len(full) < 12
+    it = iter(loader)
+    for _ in range(2):
+        _, y = next(it)
+        loader.record_losses(torch.zeros(len(y)))  # changes the losses, not the pass already planned
+    resumed = DeviceLoader(ds, 4, train=True, seed=3)
+    resumed.load_state_dict(loader.state_dict())
+    resumed.prune_easy = 0.5
+    assert [y.tolist() for _, y in resumed] == full[2:]
+
+
+def test_merge_losses_gives_every_rank_the_losses_all_recorded():
+    import threading
+
+    barrier, slots = threading.Barrier(2), {}
+
+    def all_reduce(tensor: torch.Tensor) -> None:  # two threads standing in for two ranks
+        slots[threading.get_ident()] = tensor.clone()
+        barrier.wait()
+        tensor.copy_(sum(slots.values()))
+        barrier.wait()
+
+    ds = indexed_dataset(48)
+    ranks = [DeviceLoader(ds, 4, train=True, seed=2, rank=r, world_size=2) for r in (0, 1)]
+    for loader in ranks:
+        loader.prune_easy = 0.5
+        pruned_pass(loader)
+        assert int((~loader.losses.isnan()).sum()) == 24  # its own half
+    threads = [threading.Thread(target=loader.merge_losses, args=(all_reduce,)) for loader in ranks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for loader in ranks:
+        assert torch.equal(loader.losses, torch.arange(48.0))
+    # Planned from the same losses, the ranks' slices make up the global batches one process would cut.
+    one = DeviceLoader(ds, 8, train=True, seed=2)
+    one.losses = torch.arange(48.0)
+    one.prune_easy, one.epoch = 0.5, 1
+    shards = [[y.tolist() for _, y in loader] for loader in ranks]
+    assert [a + b for a, b in zip(*shards)] == [y.tolist() for _, y in one]
+
+
 # ---------------------------------------------------------------- synthetic data
 
 def test_synthetic_is_deterministic_and_learnable():

@@ -141,6 +141,23 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_runs, tmp_p
     assert max_difference(weights(run), weights(single), keys) <= 1e-5
 
 
+def test_two_processes_prune_the_samples_one_process_prunes(tmp_path):
+    """Each pass is planned from the losses all ranks recorded (merged at every checkpoint): 2 processes leave
+    out the samples 1 process leaves out (with the same batch-norm slices, accum_steps=2) and end at its
+    weights. Planned from its own half of the losses, each rank would cut other global batches."""
+    import json
+
+    finish(torchrun(tmp_path, "pruned", "--prune-easy", "0.5"))
+    single = one_process(tmp_path, "single", accum_steps=2, prune_easy=0.5)
+    ddp = tmp_path / "pruned"
+    passes = [[row["step"], row["train_samples"]] for row in json.loads((ddp / "metrics.json").read_text())["history"]]
+    assert passes[0] == [4, 256] and passes[1][1] < 256  # the second pass is pruned: 8 steps in 3 passes or more
+    assert passes == [[row["step"], row["train_samples"]]
+                      for row in json.loads((single / "metrics.json").read_text())["history"]]
+    keys = parameter_keys(ddp)
+    assert max_difference(weights(ddp), weights(single), keys) <= 1e-5
+
+
 def test_accumulation_equals_the_whole_batch_at_once(tmp_path):
     """Without normalization, 4 micro-batches of 16 give the weights of the batch of 64 (with batch norm they
     would not: BN normalizes each micro-batch over its own 16 images)."""

@@ -229,6 +229,29 @@ def test_progressive_resizing_trains_small_evaluates_full_size_and_resumes_exact
     assert not (tmp_path / "runs" / "big").exists()
 
 
+def test_pruning_easy_samples_keeps_the_step_budget_in_more_passes_and_resumes_exactly(tmp_path):
+    options = dict(epochs=4, deterministic=True, prune_easy=0.5, prune_until=0.5)  # 16 steps per full epoch
+    full = train(tiny_config(tmp_path, name="full", **options))
+    assert full["steps"] == 64 and full["epochs"] > 4  # the same steps as 4 epochs, over more, shorter passes
+    history = json.loads((Path(full["run_dir"]) / "metrics.json").read_text())["history"]
+    starts = [0] + [row["step"] for row in history[:-1]]
+    samples = [row["train_samples"] for row in history]
+    assert samples[0] == 512  # no loss known in the first pass
+    assert all(row["step"] - start == n // 32 for row, start, n in zip(history, starts, samples))
+    pruned = [n < 512 for n, start in zip(samples[:-1], starts[:-1])]  # the last pass is cut by the budget
+    assert pruned == [0 < start < 32 for start in starts[:-1]] and pruned.count(False) >= 2  # prune_until
+    stopped = train(tiny_config(tmp_path, name="cut", stop_after_steps=20, **options))
+    assert stopped["epochs"] == 1 and history[1]["step"] > 20  # in the middle of the first pruned pass
+    resumed = resume(stopped["run_dir"], dict(stop_after_steps=0))
+    assert resumed["steps"] == 64 and resumed["epochs"] == full["epochs"]
+    a, b = weights_of(Path(full["run_dir"])), weights_of(Path(resumed["run_dir"]))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    folder = _folder(tmp_path / "images", 8)
+    with pytest.raises(ValueError, match=f"prune_easy 0.5 needs a dataset held in memory .*image folder {folder}"):
+        Trainer(tiny_config(tmp_path, name="folder", data=str(folder), image_size=16, prune_easy=0.5))
+
+
 def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     options = dict(epochs=1, optimizer="sgd", lr=0.05, schedule="constant", train_subset=32)  # one step
     eager = weights_of(Path(train(tiny_config(tmp_path, name="eager", **options))["run_dir"]))
@@ -576,6 +599,45 @@ def test_label_smoothing_and_gradient_clipping_act_on_the_step():
     assert clipped == pytest.approx(1e-3, rel=1e-3)  # lr 1: the step is the clipped gradient itself
     _, free = one_step(copy.deepcopy(model), clip=0.0)
     assert free > 10 * clipped
+
+
+def test_sample_weights_scale_each_loss_and_the_losses_are_recorded():
+    import copy
+
+    import torch.nn.functional as F
+
+    from resnetlab.models import build_model
+    from resnetlab.train.engine import train_steps
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", num_classes=10, norm_layer="none")  # no batch statistics: micro-batches agree
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x), y, label_smoothing=0.1, reduction="none")
+
+    class Scores:
+        def __init__(self, weight: float) -> None:
+            self.weight, self.recorded = weight, None
+
+        def batch_weights(self) -> torch.Tensor:
+            return torch.full((8,), self.weight)
+
+        def record_losses(self, losses: torch.Tensor) -> None:
+            self.recorded = losses
+
+    def step(lr: float, scores=None, accum_steps: int = 1):
+        net = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        train_steps(net, [(x, y)], optimizer, scheduler, device=torch.device("cpu"), label_smoothing=0.1,
+                    sample_losses=scores, accum_steps=accum_steps)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    doubled = Scores(2.0)
+    for accum_steps in (1, 2):
+        # plain SGD: every loss weighing 2 is the step of twice the learning rate
+        assert torch.allclose(step(0.05, doubled, accum_steps), step(0.1), atol=1e-6)
+        assert torch.allclose(doubled.recorded, expected, atol=1e-6)  # the unweighted loss of each sample
 
 
 def test_bf16_channels_last_training_on_the_cpu(tmp_path):

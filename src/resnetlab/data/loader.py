@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -86,6 +86,12 @@ class DeviceLoader:
 
     ``erase`` > 0 adds random erasing in training: with that probability an image gets a box set
     to the dataset mean (0 after normalization), after the crop and flip.
+
+    ``prune_easy`` > 0 skips easy samples in training (InfoBatch, Qin et al. 2024): a pass leaves out,
+    with that probability, each sample whose last recorded training loss (``record_losses``) is
+    below the mean of the known ones, and the easy samples it keeps weigh 1 / (1 - prune_easy) in
+    the loss (``batch_weights``), so the pass's gradient keeps its expected sum. Passes get shorter;
+    the first, with no loss known yet, keeps every sample. Set it between passes.
     """
 
     def __init__(
@@ -136,18 +142,24 @@ class DeviceLoader:
         self.shift = -mean / std
         self.epoch = 0
         self.batch = 0  # batches of the current epoch already handed out
+        self.prune_easy = 0.0
+        n = self.images.shape[0]
+        self.losses = torch.full((n,), float("nan"), device=self.device)  # last training loss per sample
+        self.pass_losses = self.losses.clone()  # the losses the current pass was planned from
+        self.recorded = torch.zeros(n, dtype=torch.bool, device=self.device)  # since the last merge_losses
+        self.sample_weights = torch.ones(n, device=self.device)
+        self._last_index = torch.zeros(0, dtype=torch.long, device=self.device)
         if self.num_samples == 0:
             raise ValueError(f"{dataset.name}: {len(dataset)} samples give no batch of {batch_size} "
                              f"per rank for {world_size} rank(s)")
 
     @property
     def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
-        return len(self._positions())
+        """Samples this rank sees per epoch (in a pass without pruning)."""
+        return len(self._positions(self.images.shape[0]))
 
-    def _positions(self) -> torch.Tensor:
-        """Where this rank's samples stand in the epoch's order (training) or in the dataset (evaluation)."""
-        n = self.images.shape[0]
+    def _positions(self, n: int) -> torch.Tensor:
+        """Where this rank's samples stand in the epoch's order of ``n`` (training) or in the dataset (evaluation)."""
         if not self.train:  # every sample once, spread over the ranks
             return torch.arange(self.rank, n, self.world_size)
         global_batch = self.batch_size * self.world_size
@@ -160,9 +172,11 @@ class DeviceLoader:
         return positions
 
     def __len__(self) -> int:
+        """Batches in the current pass (shorter than a full epoch while easy samples are pruned)."""
+        samples = len(self._epoch_plan()[0]) if self.prune_easy > 0 and self.train else self.num_samples
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+            return samples // self.batch_size
+        return math.ceil(samples / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation is used; the same epoch keeps the resume position."""
@@ -171,9 +185,11 @@ class DeviceLoader:
             self.batch = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """Epoch and batch position, for exact resume (under any number of ranks with the same global batch)."""
+        """Epoch and batch position and the recorded losses, for exact resume (under any number of ranks
+        with the same global batch; under several, after ``merge_losses``)."""
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "batch_size": self.batch_size,
-                "world_size": self.world_size, "num_samples": self.images.shape[0]}
+                "world_size": self.world_size, "num_samples": self.images.shape[0],
+                "losses": self.losses.cpu(), "pass_losses": self.pass_losses.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; the next iteration starts at the saved batch."""
@@ -185,6 +201,42 @@ class DeviceLoader:
                 raise ValueError(f"loader state has {key}={saved[key]}, this loader has {value}")
         self.epoch = int(state["epoch"])
         self.batch = int(state["batch"])
+        if "losses" in state:
+            self.losses = state["losses"].to(self.device, torch.float32)
+            self.pass_losses = state["pass_losses"].to(self.device, torch.float32)
+
+    def batch_weights(self) -> torch.Tensor:
+        """The loss weight of each sample of the batch handed out last (1 unless an easy sample was kept)."""
+        return self.sample_weights[self._last_index]
+
+    def record_losses(self, losses: torch.Tensor) -> None:
+        """Keep the training loss of each sample of the batch handed out last; later passes prune by it."""
+        self.losses[self._last_index] = losses.detach().float()
+        self.recorded[self._last_index] = True
+
+    def merge_losses(self, all_reduce: Callable[[torch.Tensor], None]) -> None:
+        """Give every rank the losses all ranks recorded since the last merge (``all_reduce`` sums in place).
+
+        Each sample is recorded by one rank per pass, so a sum over ranks collects them; every rank must call it.
+        """
+        recorded = self.recorded.float()
+        values = torch.where(self.recorded, self.losses, torch.zeros_like(self.losses))
+        all_reduce(recorded)
+        all_reduce(values)
+        self.losses = torch.where(recorded > 0, values, self.losses)
+        self.recorded.zero_()
+
+    def _prune(self, generator: torch.Generator) -> torch.Tensor:
+        """Which samples the pass keeps (bool per sample), and their loss weights in ``sample_weights``."""
+        losses = self.pass_losses.cpu()
+        n = losses.shape[0]
+        dropped = torch.rand(n, generator=generator) < self.prune_easy  # drawn even when nothing is known yet
+        known = ~losses.isnan()
+        easy = losses < losses[known].mean() if known.any() else torch.zeros(n, dtype=torch.bool)
+        dropped &= easy
+        weights = torch.where(easy & ~dropped, 1.0 / (1.0 - self.prune_easy), 1.0)
+        self.sample_weights = weights.to(self.device)
+        return ~dropped
 
     def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """This rank's sample order and augmentation draws (erasing boxes or None) for the current epoch."""
@@ -196,10 +248,18 @@ class DeviceLoader:
             offsets, flips = draw_augmentation(n, self.pad, generator)
             if self.erase > 0:  # drawn after the others, so runs without erasing keep their draws
                 boxes = draw_erasing(n, self.images.shape[2], self.images.shape[3], self.erase, generator)
+            if self.prune_easy > 0:  # drawn last too; a pass not yet begun is planned from the latest losses
+                if self.batch == 0:
+                    self.pass_losses = self.losses.clone()
+                kept = self._prune(generator)[order]  # by position in the order, as the draws are
+                order, offsets, flips = order[kept], offsets[kept], flips[kept]
+                boxes = None if boxes is None else boxes[kept]
+            else:
+                self.sample_weights = torch.ones(n, device=self.device)
         else:
             order = torch.arange(n)
             offsets, flips = torch.zeros(n, 2, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
-        mine = self._positions()
+        mine = self._positions(len(order))
         to = self.device
         boxes = None if boxes is None else boxes[mine].to(to)
         return order[mine].to(to), offsets[mine].to(to), flips[mine].to(to), boxes
@@ -210,6 +270,7 @@ class DeviceLoader:
             part = slice(b * self.batch_size, (b + 1) * self.batch_size)
             index = order[part]
             x = self.images.index_select(0, index)
+            self._last_index = index
             if self.augment != "none":
                 x = augment_batch(x, offsets[part], flips[part], self.pad)
             x = x.float().mul_(self.scale).add_(self.shift)

@@ -59,6 +59,11 @@ class TrainConfig:
     # size over the progressive_ramp fractions of training. Evaluation is always at the full size.
     progressive_min_size: int = 0
     progressive_ramp: List[float] = field(default_factory=lambda: [0.25, 0.75])
+    # InfoBatch (Qin et al. 2024), small datasets: each pass skips, with this probability, each sample whose
+    # last training loss is below the mean (the easy ones it keeps weigh 1 / (1 - prune_easy) in the loss),
+    # until prune_until of the training steps; `epochs` stays the budget of steps, spread over more passes.
+    prune_easy: float = 0.0
+    prune_until: float = 0.875
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights
     flip_tta: bool = False  # evaluate on each image and its mirror, averaging the logits
@@ -228,6 +233,9 @@ def validate(config: TrainConfig) -> None:
          f"progressive_min_size must be 0 (off) or a side length >= 4, got {config.progressive_min_size}"),
         (len(config.progressive_ramp) == 2 and 0 <= config.progressive_ramp[0] <= config.progressive_ramp[1] <= 1,
          f"progressive_ramp must be [start, end] with 0 <= start <= end <= 1, got {config.progressive_ramp}"),
+        (0 <= config.prune_easy < 1, f"prune_easy (a probability) must be in [0, 1), got {config.prune_easy}"),
+        (0 <= config.prune_until <= 1,
+         f"prune_until (a fraction of training) must be in [0, 1], got {config.prune_until}"),
         (config.eval_every >= 1, f"eval_every must be >= 1 (epochs), got {config.eval_every}"),
         (config.accum_steps >= 1, f"accum_steps must be >= 1, got {config.accum_steps}"),
         (config.accum_steps < 1 or config.batch_size % config.accum_steps == 0,

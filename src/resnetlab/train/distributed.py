@@ -136,6 +136,12 @@ def sum_stats(stats: EpochStats, ranks: Ranks, device: torch.device) -> EpochSta
     return EpochStats(loss_sum, int(correct1), int(correct5), int(samples), float(seconds), confusion)
 
 
+def merge_sample_losses(loader: Any, ranks: Ranks) -> None:
+    """Every rank's recorded per-sample training losses on every rank (the pruning plans from them)."""
+    if ranks.distributed:
+        loader.merge_losses(dist.all_reduce)
+
+
 def copy_buffers_from_main(model: nn.Module, ranks: Ranks) -> None:
     """Rank 0's buffers on every rank, so that all evaluate the model rank 0 saves.
 

@@ -99,26 +99,38 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
                 precision: str = "fp32", label_smoothing: float = 0.0, clip_grad_norm: float = 0.0,
                 scaler: Optional[torch.amp.GradScaler] = None, ema: Optional[nn.Module] = None,
                 on_step: Optional[Callable[[EpochStats], bool]] = None, accum_steps: int = 1,
-                no_sync: Callable[[], ContextManager] = contextlib.nullcontext) -> EpochStats:
+                no_sync: Callable[[], ContextManager] = contextlib.nullcontext,
+                sample_losses: Optional[Any] = None) -> EpochStats:
     """Train on ``batches``; ``on_step`` is called after each step and may return True to stop.
 
     Each batch is one optimizer step, taken in ``accum_steps`` equal micro-batches whose gradients
     add up to those of the whole batch (each loss is scaled by 1 / accum_steps). ``no_sync`` is
     DistributedDataParallel's: it holds back the gradient exchange until the last micro-batch.
+    ``sample_losses`` (a DeviceLoader that prunes easy samples) weighs each sample's loss by its
+    ``batch_weights()`` and is given the per-sample losses (``record_losses``) after each step.
     """
     model.train()
     stats = EpochStats()
     start = time.perf_counter()
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
-        micro_batches = list(zip(x.chunk(accum_steps), y.chunk(accum_steps)))
+        weights = sample_losses.batch_weights() if sample_losses is not None else None
+        micro_batches = list(zip(x.chunk(accum_steps), y.chunk(accum_steps),
+                                 weights.chunk(accum_steps) if weights is not None else [None] * accum_steps))
         loss_sum = torch.zeros((), device=device)
-        logits_parts = []
-        for index, (xm, ym) in enumerate(micro_batches):
+        logits_parts, per_sample_parts = [], []
+        for index, (xm, ym, wm) in enumerate(micro_batches):
             with no_sync() if index < len(micro_batches) - 1 else contextlib.nullcontext():
                 with autocast(device, precision):
                     logits = model(xm)
-                    loss = F.cross_entropy(logits.float(), ym, label_smoothing=label_smoothing) / len(micro_batches)
+                    if wm is None:
+                        loss = F.cross_entropy(logits.float(), ym, label_smoothing=label_smoothing)
+                    else:
+                        per_sample = F.cross_entropy(logits.float(), ym, label_smoothing=label_smoothing,
+                                                     reduction="none")
+                        per_sample_parts.append(per_sample.detach())
+                        loss = (per_sample * wm).mean()
+                    loss = loss / len(micro_batches)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             loss_sum += loss.detach()
             logits_parts.append(logits.detach())
@@ -137,6 +149,8 @@ def train_steps(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Te
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
+        if sample_losses is not None:
+            sample_losses.record_losses(torch.cat(per_sample_parts))
         stats.update(value, torch.cat(logits_parts), y)
         stats.seconds = time.perf_counter() - start
         if on_step is not None and on_step(stats):

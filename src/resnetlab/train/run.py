@@ -28,7 +28,16 @@ from ..models import build_model
 from ..weights import save_weights
 from .checkpoint import STATE_SUFFIX, latest_state, load_state, rng_state, save_state, set_rng_state
 from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
-from .distributed import ALONE, Ranks, copy_buffers_from_main, from_main, process_group, rank_device, sum_stats
+from .distributed import (
+    ALONE,
+    Ranks,
+    copy_buffers_from_main,
+    from_main,
+    merge_sample_losses,
+    process_group,
+    rank_device,
+    sum_stats,
+)
 from .engine import EpochStats, TrainingDiverged, evaluate, progressive_size, resize_batch, train_steps
 from .optim import build_optimizer, build_scheduler
 
@@ -154,6 +163,9 @@ class Trainer:
         # Everything that can fail on bad input happens before the run folder exists.
         self.data = prepare_data(config, self.device, ranks)
         height = self.data.input_size[0]
+        if config.prune_easy and not isinstance(self.data.train, DeviceLoader):
+            raise ValueError(f"prune_easy {config.prune_easy:g} needs a dataset held in memory "
+                             f"({', '.join(DATASETS)}), not the image folder {config.data}")
         if config.progressive_min_size >= height:
             raise ValueError(f"progressive_min_size {config.progressive_min_size} must be below the training "
                              f"image height {height} (or 0 for no progressive resizing)")
@@ -181,8 +193,10 @@ class Trainer:
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
                                      use_buffers=True)
-        self.epoch = 0
+        self.epoch = 0  # passes over the training set done (shorter than epochs while easy samples are pruned)
         self.step = 0
+        self.epoch_start_step = 0  # the step the current pass began at
+        self.train_side = height
         self.elapsed = 0.0  # seconds spent training (evaluation not included)
         self.eval_seconds = 0.0
         self.best_top1 = -1.0
@@ -241,9 +255,11 @@ class Trainer:
     def _train(self) -> Dict[str, Any]:
         while self.step < self.total_steps:
             set_epoch(self.data.train, self.epoch)
+            self._plan_pass()
+            pass_steps = len(self.data.train)
             start_batch = self._steps_into_epoch()  # > 0 in a resumed epoch
-            self._bar = tqdm(total=min(self.steps_per_epoch, start_batch + self.total_steps - self.step),
-                             initial=start_batch, desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
+            self._bar = tqdm(total=min(pass_steps, start_batch + self.total_steps - self.step),
+                             initial=start_batch, desc=f"epoch {self._epoch_label(self.epoch + 1)}", unit="batch",
                              disable=self.config.quiet or not self.ranks.main, leave=False, dynamic_ncols=True)
             self._epoch_began = time.perf_counter()
             self._stop_requested = False
@@ -253,19 +269,21 @@ class Trainer:
                                     label_smoothing=self.config.label_smoothing,
                                     clip_grad_norm=self.config.clip_grad_norm, scaler=self.scaler,
                                     ema=self.ema, on_step=self._on_step, accum_steps=self.config.accum_steps,
-                                    no_sync=self.ddp.no_sync if self.ddp else contextlib.nullcontext)
+                                    no_sync=self.ddp.no_sync if self.ddp else contextlib.nullcontext,
+                                    sample_losses=self.data.train if self.config.prune_easy else None)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"training stopped at step {self.step + 1}: {error}; "
                                        f"{self._last_good()}") from None
             finally:
                 self._bar.close()
             seconds = time.perf_counter() - self._epoch_began
-            epoch_done = self._steps_into_epoch() == self.steps_per_epoch or self.step >= self.total_steps
+            epoch_done = self._steps_into_epoch() == pass_steps or self.step >= self.total_steps
             if self._stop_requested and not epoch_done:
                 self.save("last", seconds)
             else:  # an epoch ended, stopped there or not: evaluated and checkpointed as usual
                 self.elapsed += seconds
                 self.epoch += 1
+                self.epoch_start_step = self.step
                 self._end_epoch(sum_stats(stats, self.ranks, self.device))
             if self._stop_requested and self.step < self.total_steps:
                 self._print(f"stopped after step {self.step} as asked; resume with --resume {self.run_dir}")
@@ -288,16 +306,22 @@ class Trainer:
 
     def _batches(self):
         channels_last = torch.channels_last if self.config.channels_last else torch.contiguous_format
-        side = self._train_side(self.epoch)
         for x, y in self.data.train:
-            x = resize_batch(x.to(self.device, non_blocking=True), side)
+            x = resize_batch(x.to(self.device, non_blocking=True), self.train_side)
             yield x.contiguous(memory_format=channels_last), y.to(self.device)
 
-    def _train_side(self, epoch: int) -> int:
-        """The training image height in ``epoch``: the full one unless progressive resizing shrinks it."""
-        progress = epoch * self.steps_per_epoch / self.total_steps  # fixed for the epoch, also on resume
-        return progressive_size(self.data.input_size[0], self.config.progressive_min_size,
-                                self.config.progressive_ramp, progress)
+    def _plan_pass(self) -> None:
+        """What depends on how far training was when the current pass began (the same on resume): the
+        training image height (progressive resizing) and whether easy samples are pruned."""
+        progress = self.epoch_start_step / self.total_steps
+        self.train_side = progressive_size(self.data.input_size[0], self.config.progressive_min_size,
+                                           self.config.progressive_ramp, progress)
+        if self.config.prune_easy:
+            self.data.train.prune_easy = self.config.prune_easy if progress < self.config.prune_until else 0.0
+
+    def _epoch_label(self, epoch: int) -> str:
+        """'3/10'; just '3' while easy samples are pruned, as the number of passes is not known ahead."""
+        return str(epoch) if self.config.prune_easy else f"{epoch}/{self.epochs}"
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -310,7 +334,9 @@ class Trainer:
         row = dict(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0],
                    **train_stats.result("train"))
         if self.config.progressive_min_size:
-            row["train_size"] = self._train_side(self.epoch - 1)  # the finished epoch's
+            row["train_size"] = self.train_side  # the finished epoch's
+        if self.config.prune_easy:
+            row["train_samples"] = train_stats.samples  # the pass's, after pruning
         evaluated = self.epoch % self.config.eval_every == 0 or self.step >= self.total_steps
         if evaluated:
             copy_buffers_from_main(self._eval_model(), self.ranks)
@@ -343,7 +369,7 @@ class Trainer:
             tested = (f"{self.data.eval_split} loss {row['test_loss']:.4f} acc {row['test_top1']:.2f}% "
                       f"top5 {row['test_top5']:.2f}%  " if evaluated else "")
             size = f"size {row['train_size']}  " if "train_size" in row else ""
-            self._print(f"epoch {self.epoch:>3}/{self.epochs}  step {self.step}  {size}"
+            self._print(f"epoch {self._epoch_label(self.epoch):>3}  step {self.step}  {size}"
                         f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%  {tested}"
                         f"{row['train_images_per_s']:.0f} img/s  {self.elapsed:.0f}s")
 
@@ -389,6 +415,8 @@ class Trainer:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise TrainingDiverged(f"training stopped at step {self.step}: the weights became NaN or infinite; "
                                    f"{self._last_good()}")
+        if state and self.config.prune_easy:  # the state holds the losses every rank recorded
+            merge_sample_losses(self.data.train, self.ranks)
         if not self.ranks.main:
             return
         preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
@@ -406,14 +434,15 @@ class Trainer:
             scaler=self.scaler.state_dict() if self.scaler else None,
             ema=self.ema.state_dict() if self.ema else None,
             loader=self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None,
-            epoch=self.epoch, step=self.step, elapsed=self.elapsed + partial_seconds,
+            epoch=self.epoch, step=self.step, epoch_start_step=self.epoch_start_step,
+            elapsed=self.elapsed + partial_seconds,
             eval_seconds=self.eval_seconds,
             best_top1=self.best_top1, history=self.history, rng=rng_state(), config=self.config.to_dict(),
         )
         save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", payload)
 
     def _steps_into_epoch(self) -> int:
-        return self.step - self.epoch * self.steps_per_epoch
+        return self.step - self.epoch_start_step
 
     def _last_good(self) -> str:
         if has_checkpoint(self.run_dir):
@@ -429,6 +458,7 @@ class Trainer:
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.epoch_start_step = int(state.get("epoch_start_step", self.epoch * self.steps_per_epoch))
         if state.get("loader") and hasattr(self.data.train, "load_state_dict"):
             self.data.train.load_state_dict(state["loader"])
         elif hasattr(getattr(self.data.train, "sampler", None), "skip"):  # an image folder's DataLoader
