@@ -46,8 +46,8 @@ class PerSampleDataset(Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def timed_steps(model, batches, steps: int, warmup: int, precision: str) -> float:
-    """Images/s over ``steps`` training steps after ``warmup`` steps."""
+def timed_steps(model, batches, steps: int, warmup: int, precision: str, sample_losses=None) -> float:
+    """Images/s over ``steps`` training steps after ``warmup`` steps (``sample_losses``: as train_steps takes it)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     iterator = iter(batches)
@@ -60,11 +60,11 @@ def timed_steps(model, batches, steps: int, warmup: int, precision: str) -> floa
         return on_step
 
     train_steps(model, iterator, optimizer, scheduler, device=torch.device("cpu"), precision=precision,
-                on_step=stop_after(warmup))
+                on_step=stop_after(warmup), sample_losses=sample_losses)
     count["n"] = 0
     start = time.perf_counter()
     stats = train_steps(model, iterator, optimizer, scheduler, device=torch.device("cpu"), precision=precision,
-                        on_step=stop_after(steps))
+                        on_step=stop_after(steps), sample_losses=sample_losses)
     return stats.samples / (time.perf_counter() - start)
 
 

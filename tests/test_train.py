@@ -39,7 +39,7 @@ def test_recipes_resolve_and_toml_round_trips(tmp_path):
     assert paper.schedule == "multistep" and paper.milestones == [0.5, 0.75]
     # the measured figures in README were taken as overrides of the default recipe
     measured = dict(model="resnet20", epochs=44, augment="crop-flip", erase=0.25, progressive_min_size=16,
-                    shift_tta=True, eval_every=11)
+                    shift_tta=True, prune_easy=0.5, eval_every=18)
     assert resolve_config("accurate") == resolve_config("default", overrides=measured)
 
 

@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0  # a run stopped as asked has said how to resume it
     run_dir = result["run_dir"]
     print(f"{result['eval_split']} accuracy {result['test_top1']:.2f}% (top-5 {result['test_top5']:.2f}%) "
-          f"after {result['epochs']} epochs, {result['elapsed_s']:.0f} s")
+          f"after {result['epochs']} epochs ({result['steps']} steps), {result['elapsed_s']:.0f} s")
     print(f"outputs in {run_dir}: best.safetensors last.safetensors curves.png confusion.png "
           "metrics.csv metrics.json config.toml")
     return 0
