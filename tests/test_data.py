@@ -683,6 +683,21 @@ def test_pruned_pass_resumes_mid_pass():
     assert [y.tolist() for _, y in resumed] == full[2:]
 
 
+def test_loader_state_holds_losses_only_once_some_are_recorded():
+    ds = indexed_dataset(50)
+    plain = DeviceLoader(ds, 5, train=True, seed=3)
+    list(plain)
+    assert "losses" not in plain.state_dict()  # a run that does not prune saves no per-sample tensors
+    pruning = DeviceLoader(ds, 5, train=True, seed=3)
+    pruning.prune_easy = 0.5
+    pruned_pass(pruning)
+    assert torch.equal(pruning.state_dict()["losses"], torch.arange(50.0))
+    planned = len(pruning)
+    assert planned < 10 and len(list(pruning)) == planned  # the pass yields the batches it planned
+    pruning.load_state_dict(plain.state_dict())  # a state without losses leaves none known
+    assert pruning.losses.isnan().all() and pruning.pass_losses.isnan().all()
+
+
 def test_merge_losses_gives_every_rank_the_losses_all_recorded():
     import threading
 

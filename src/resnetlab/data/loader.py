@@ -174,6 +174,9 @@ class DeviceLoader:
     def __len__(self) -> int:
         """Batches in the current pass (shorter than a full epoch while easy samples are pruned)."""
         samples = len(self._epoch_plan()[0]) if self.prune_easy > 0 and self.train else self.num_samples
+        return self._batches(samples)
+
+    def _batches(self, samples: int) -> int:
         if self.drop_last:
             return samples // self.batch_size
         return math.ceil(samples / self.batch_size)
@@ -187,9 +190,11 @@ class DeviceLoader:
     def state_dict(self) -> dict[str, Any]:
         """Epoch and batch position and the recorded losses, for exact resume (under any number of ranks
         with the same global batch; under several, after ``merge_losses``)."""
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "batch_size": self.batch_size,
-                "world_size": self.world_size, "num_samples": self.images.shape[0],
-                "losses": self.losses.cpu(), "pass_losses": self.pass_losses.cpu()}
+        state = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "batch_size": self.batch_size,
+                 "world_size": self.world_size, "num_samples": self.images.shape[0]}
+        if not (self.losses.isnan().all() and self.pass_losses.isnan().all()):  # only runs that prune record any
+            state.update(losses=self.losses.cpu(), pass_losses=self.pass_losses.cpu())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; the next iteration starts at the saved batch."""
@@ -201,9 +206,9 @@ class DeviceLoader:
                 raise ValueError(f"loader state has {key}={saved[key]}, this loader has {value}")
         self.epoch = int(state["epoch"])
         self.batch = int(state["batch"])
-        if "losses" in state:
-            self.losses = state["losses"].to(self.device, torch.float32)
-            self.pass_losses = state["pass_losses"].to(self.device, torch.float32)
+        unknown = torch.full_like(self.losses, float("nan"))
+        self.losses = state["losses"].to(self.device, torch.float32) if "losses" in state else unknown
+        self.pass_losses = state["pass_losses"].to(self.device, torch.float32) if "losses" in state else unknown.clone()
 
     def batch_weights(self) -> torch.Tensor:
         """The loss weight of each sample of the batch handed out last (1 unless an easy sample was kept)."""
@@ -266,7 +271,7 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, offsets, flips, boxes = self._epoch_plan()
-        for b in range(self.batch, len(self)):
+        for b in range(self.batch, self._batches(len(order))):
             part = slice(b * self.batch_size, (b + 1) * self.batch_size)
             index = order[part]
             x = self.images.index_select(0, index)
