@@ -206,9 +206,12 @@ class DeviceLoader:
                 raise ValueError(f"loader state has {key}={saved[key]}, this loader has {value}")
         self.epoch = int(state["epoch"])
         self.batch = int(state["batch"])
-        unknown = torch.full_like(self.losses, float("nan"))
-        self.losses = state["losses"].to(self.device, torch.float32) if "losses" in state else unknown
-        self.pass_losses = state["pass_losses"].to(self.device, torch.float32) if "losses" in state else unknown.clone()
+        if "losses" in state:
+            self.losses = state["losses"].to(self.device, torch.float32)
+            self.pass_losses = state["pass_losses"].to(self.device, torch.float32)
+        else:  # a run that never pruned: every loss is still unknown
+            self.losses = torch.full_like(self.losses, float("nan"))
+            self.pass_losses = torch.full_like(self.pass_losses, float("nan"))
 
     def batch_weights(self) -> torch.Tensor:
         """The loss weight of each sample of the batch handed out last (1 unless an easy sample was kept)."""
