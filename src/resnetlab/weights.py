@@ -23,8 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .errors import one_line
 from .fileio import atomic_write
-from .models import REGISTRY
 
 __all__ = ["LoadResult", "read_checkpoint", "load_weights", "save_weights"]
 
@@ -52,13 +52,6 @@ class LoadResult:
     metadata: Dict[str, Any] = field(default_factory=dict)
 
 
-def _short(exc: BaseException, limit: int = 120) -> str:
-    """The first line of an exception's message, truncated."""
-    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # no terminal colours
-    text = lines[0].strip() if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _not_a_checkpoint(path: Path, reason: str) -> ValueError:
     return ValueError(f"{path} is not a checkpoint ({reason}); {ACCEPTED}")
 
@@ -78,7 +71,7 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
             raw = dict(f.metadata() or {})
             state = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:  # safetensors raises its own error types
-        raise _not_a_checkpoint(path, f"safetensors: {_short(exc)}") from None
+        raise _not_a_checkpoint(path, f"safetensors: {one_line(exc, 120)}") from None
     metadata: Dict[str, Any] = dict(raw)
     if raw.get("format") == "resnetlab":
         try:
@@ -87,7 +80,7 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
                 if key in raw:
                     metadata[key] = json.loads(raw[key])
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} has unreadable resnetlab metadata ({_short(exc)}); "
+            raise ValueError(f"{path} has unreadable resnetlab metadata ({one_line(exc, 120)}); "
                              "expected JSON in 'options' and 'class_names'") from None
     return state, metadata
 
@@ -118,14 +111,14 @@ def _read_torch(path: Path) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
                                           "refuses; save a state_dict()") from None
         if "WeightsUnpickler error:" in message:  # a pickle, but not one of tensors and containers
             detail = " ".join(message.split("WeightsUnpickler error:", 1)[1].split("\n\n")[:2]).strip()
-            raise _not_a_checkpoint(path, f"weights_only loading refused it: {_short(ValueError(detail))}"
+            raise _not_a_checkpoint(path, f"weights_only loading refused it: {one_line(detail, 120)}"
                                     ) from None
         with open(path, "rb") as f:
             head = f.read(4)
         if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save's zip, pickle
             raise _not_a_checkpoint(path, "not a torch.save zip archive, pickle or safetensors file"
                                     ) from None
-        raise _not_a_checkpoint(path, f"torch.load: {_short(exc)}") from None
+        raise _not_a_checkpoint(path, f"torch.load: {one_line(exc, 120)}") from None
     if not isinstance(obj, Mapping):
         raise _not_a_checkpoint(path, f"it holds a {type(obj).__name__}, not a dict")
     state, metadata = _unwrap(obj)
@@ -176,17 +169,8 @@ def _names(items: Sequence[str]) -> str:
 
 
 def _describe(model: nn.Module) -> str:
-    """The zoo name a model was built as, when it matches one; else its class name."""
-    layers = tuple(len(getattr(model, name)) for name in getattr(model, "stage_names", []))
-    for spec in REGISTRY.values():
-        options = spec.options
-        if (layers == spec.layers and isinstance(model.layer1[0], spec.block)
-                and getattr(model, "groups", None) == options.get("groups", 1)
-                and getattr(model, "base_width", None) == options.get("width_per_group", 64)
-                and getattr(model, "shortcut", None) == options.get("shortcut", "B")
-                and getattr(model, "stem_kind", None) == options.get("stem", "imagenet")):
-            return spec.name
-    return type(model).__name__
+    """The zoo name a model was built as (build_model records it), else its class name."""
+    return getattr(model, "arch", None) or type(model).__name__
 
 
 def _adapt_in_chans(weight: Tensor, in_chans: int) -> Tensor:
@@ -332,7 +316,7 @@ def save_weights(model: nn.Module, path: PathLike, arch: str,
         if preprocessing is not None:
             metadata["preprocessing"] = json.dumps(dict(preprocessing), sort_keys=True)
     except TypeError as exc:
-        raise ValueError(f"options must be JSON values (numbers, strings, lists): {_short(exc)}") from None
+        raise ValueError(f"options must be JSON values (numbers, strings, lists): {one_line(exc, 120)}") from None
     tensors = _tensors_for_saving(model)
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}

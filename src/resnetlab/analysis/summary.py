@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import ResNet, build_model, get_spec
+from ..models.published import published_figures
 
 
 @dataclass
@@ -152,5 +153,5 @@ def model_info(name: str, input_size: Optional[Sequence[int]] = None, **options:
         gmacs=round(macs / 1e9, 3),
         input_size=list(input_size),
         num_classes=model.num_classes,
-        published=dict(spec.published),
+        published=published_figures(spec.name),
     )

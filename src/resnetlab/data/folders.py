@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from ..errors import one_line
 from .loader import epoch_generator
-from .readers import one_line
 
 __all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD"]
 

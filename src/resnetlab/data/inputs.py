@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import one_line
 from .folders import _image_folder, to_8bit, unreadable_image
 from .loader import DeviceLoader
-from .readers import one_line
 from .sources import DATASETS, load_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import one_line
+
 __all__ = ["read_idx", "read_idx_pair", "read_cifar_batch", "read_cifar_meta", "RestrictedUnpickler"]
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -55,11 +57,6 @@ def _read_maybe_gzip(path: Path) -> bytes:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{path}: corrupt or truncated gzip file ({one_line(err)})") from None
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (its type's name when it has none)."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _verify_known(data: bytes, path: Path, dataset: Optional[str], stem: Optional[str]) -> None:

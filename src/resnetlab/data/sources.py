@@ -13,8 +13,9 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
+from ..errors import DownloadError, one_line
 from .base import CLASSES, MEAN, STD, ArrayDataset
-from .readers import one_line, read_cifar_batch, read_cifar_meta, read_idx_pair
+from .readers import read_cifar_batch, read_cifar_meta, read_idx_pair
 from .synthetic import synthetic_dataset
 
 __all__ = ["DATASETS", "DownloadError", "find_data", "find_image_folder", "download_data", "load_dataset",
@@ -50,10 +51,6 @@ CIFAR_FILES = {
                 "label_names", "labels"),
     "cifar100": (["train"], ["test"], "meta", "fine_label_names", "fine_labels"),
 }
-
-
-class DownloadError(RuntimeError):
-    """A download failed (no network, or a checksum mismatch)."""
 
 
 def _canonical(name: str) -> str:
@@ -167,8 +164,7 @@ def _reason(err: BaseException) -> str:
     """A short, one-line reason for a failed download."""
     if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
         err = err.reason  # "[Errno -3] Temporary failure ..." rather than "<urlopen error ...>"
-    text = one_line(err)
-    return text if len(text) <= 100 else text[:97] + "..."
+    return one_line(err, limit=100)
 
 
 def _fetch(url: str, folder: Path, filename: str, md5: str, extracted: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import platform
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,14 +14,13 @@ import torch
 
 from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset
 from ..fileio import atomic_write_text
-from ..machine import cpu_name
 from ..models import get_spec
 from ..train.config import TrainConfig
 from ..train.engine import EpochStats, train_steps
 from ..train.optim import build_optimizer, build_scheduler
 
 __all__ = ["choose_data", "load_split", "check_depths", "endless", "fixed_batch", "write_csv",
-           "mean_std", "describe_machine", "default_out", "crop_pad", "sync", "seconds_per_step", "paper_sgd",
+           "mean_std", "default_out", "crop_pad", "sync", "seconds_per_step", "paper_sgd",
            "BUDGET_SHARE", "TIMING_STEPS"]
 
 SYNTHETIC_SAMPLES = {"train": 2048, "test": 1000}
@@ -163,15 +160,6 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     if n < 2:
         return mean, 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-def describe_machine(device: torch.device) -> str:
-    """One line: CPU, cores, torch threads, GPU if used, torch version."""
-    text = (f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, {platform.system()}")
-    if device.type == "cuda":
-        text += f"; GPU {torch.cuda.get_device_name(device)}"
-    return text
 
 
 def default_out(prefix: str) -> Path:

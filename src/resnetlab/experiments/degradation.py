@@ -34,9 +34,9 @@ import torch
 from tqdm import tqdm
 
 from ..data import ArrayDataset, DeviceLoader
+from ..device import resolve_device
 from ..models import build_model
 from ..train.engine import EpochStats, TrainingDiverged, cuda_graphed, evaluate, train_steps
-from ..train.run import resolve_device
 from .common import (
     BUDGET_SHARE,
     TIMING_STEPS,

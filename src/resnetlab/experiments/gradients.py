@@ -33,9 +33,9 @@ import torch
 from tqdm import tqdm
 
 from ..data import DeviceLoader
+from ..device import resolve_device
 from ..models import build_model
 from ..train.engine import EpochStats, TrainingDiverged, train_steps
-from ..train.run import resolve_device
 from .common import (
     BUDGET_SHARE,
     TIMING_STEPS,

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import torch
 
 from ..fileio import atomic_write_text
-from .common import describe_machine, mean_std
+from ..machine import describe_machine
+from .common import mean_std
 
 __all__ = ["final_errors", "degradation_report", "gradients_report"]
 

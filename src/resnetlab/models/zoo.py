@@ -15,14 +15,13 @@ from .resnet import ResNet
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a zoo name builds, and what is published about it."""
+    """What a zoo name builds."""
 
     name: str
     family: str  # "imagenet" or "cifar"
     block: type
     layers: Tuple[int, ...]
     options: Dict[str, Any] = field(default_factory=dict)
-    published: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def depth(self) -> int:
@@ -43,33 +42,6 @@ class ModelSpec:
 
 CIFAR_OPTIONS: Dict[str, Any] = dict(widths=(16, 32, 64), stem="cifar", shortcut="A", num_classes=10)
 
-# Paper, Table 1: FLOPs (multiply-adds) of the v1 networks, x10^9.
-PAPER_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
-# torchvision's published ImageNet top-1 (IMAGENET1K_V1, IMAGENET1K_V2).
-TORCHVISION_TOP1 = {
-    "resnet18": (69.758, None), "resnet34": (73.314, None), "resnet50": (76.130, 80.858),
-    "resnet101": (77.374, 81.886), "resnet152": (78.312, 82.284),
-    "resnext50_32x4d": (77.618, 81.198), "resnext101_32x8d": (79.312, 82.834),
-    "resnext101_64x4d": (83.246, None), "wide_resnet50_2": (78.468, 81.602),
-    "wide_resnet101_2": (78.848, 82.510),
-}
-# Paper, Table 6: CIFAR-10 test error (%), and akamaster's reproduction.
-PAPER_CIFAR_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
-AKAMASTER_CIFAR_ERROR = {20: 8.27, 32: 7.37, 44: 6.90, 56: 6.61, 110: 6.32, 1202: 6.18}
-
-
-def _imagenet_published(name: str) -> Dict[str, Any]:
-    published: Dict[str, Any] = {}
-    if name in PAPER_GMACS:
-        published["paper_gmacs_v1"] = PAPER_GMACS[name]
-    v1, v2 = TORCHVISION_TOP1.get(name, (None, None))
-    if v1 is not None:
-        published["torchvision_top1_v1"] = v1
-    if v2 is not None:
-        published["torchvision_top1_v2"] = v2
-    return published
-
-
 def _build_registry() -> Dict[str, ModelSpec]:
     specs: List[ModelSpec] = []
     imagenet = {
@@ -85,27 +57,24 @@ def _build_registry() -> Dict[str, ModelSpec]:
         "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), dict(width_per_group=128)),
     }
     for name, (block, layers, options) in imagenet.items():
-        specs.append(ModelSpec(name, "imagenet", block, layers, options, _imagenet_published(name)))
+        specs.append(ModelSpec(name, "imagenet", block, layers, options))
     for depth in (18, 34):
         block, layers, _ = imagenet[f"resnet{depth}"]
         specs.append(ModelSpec(f"plain{depth}", "imagenet", block, layers, dict(shortcut="none")))
     for depth in (20, 32, 44, 56, 110, 1202):
-        published = dict(paper_cifar10_error=PAPER_CIFAR_ERROR[depth],
-                         akamaster_cifar10_error=AKAMASTER_CIFAR_ERROR[depth])
-        specs.append(cifar_spec(f"resnet{depth}", depth, "A", published))
+        specs.append(cifar_spec(f"resnet{depth}", depth, "A"))
     for depth in (20, 32, 44, 56, 110):
         specs.append(cifar_spec(f"plain{depth}", depth, "none"))
     return {spec.name: spec for spec in specs}
 
 
-def cifar_spec(name: str, depth: int, shortcut: str,
-               published: Optional[Dict[str, Any]] = None) -> ModelSpec:
+def cifar_spec(name: str, depth: int, shortcut: str) -> ModelSpec:
     """A CIFAR-family spec of depth 6n+2: three stages of n BasicBlocks, 16/32/64 channels."""
     if depth < 8 or (depth - 2) % 6 != 0:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 14, 20, 26, 32, ...), got {depth}")
     n = (depth - 2) // 6
     options = dict(CIFAR_OPTIONS, shortcut=shortcut)
-    return ModelSpec(name, "cifar", BasicBlock, (n, n, n), options, published or {})
+    return ModelSpec(name, "cifar", BasicBlock, (n, n, n), options)
 
 
 REGISTRY: Dict[str, ModelSpec] = _build_registry()
@@ -138,7 +107,9 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_model(name: str, **options: Any) -> ResNet:
-    """Build a zoo model with randomly initialised weights; options override the spec's."""
+    """Build a zoo model with randomly initialised weights; options override the spec's.
+
+    The model's ``arch`` attribute holds the zoo name it was built as."""
     spec = get_spec(name)
     unknown = sorted(set(options) - _RESNET_OPTIONS)
     if unknown:
@@ -146,4 +117,6 @@ def build_model(name: str, **options: Any) -> ResNet:
                          f"{', '.join(sorted(_RESNET_OPTIONS))}")
     kwargs = spec.kwargs()
     kwargs.update(options)
-    return ResNet(**kwargs)
+    model = ResNet(**kwargs)
+    model.arch = name
+    return model

@@ -13,7 +13,7 @@ from typing import Any, Dict, Union
 
 import torch
 
-from ..data.readers import one_line
+from ..errors import one_line
 from ..fileio import atomic_write
 
 STATE_SUFFIX = ".state.pt"

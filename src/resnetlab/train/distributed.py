@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data.readers import one_line
+from ..errors import RankLost, one_line
 from .engine import EpochStats
 
 
@@ -65,10 +65,6 @@ def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
                          f"{torch.cuda.device_count()}; start at most that many processes per node")
     torch.cuda.set_device(ranks.local_rank)
     return torch.device("cuda", ranks.local_rank)
-
-
-class RankLost(RuntimeError):
-    """Another rank of the run died or stopped answering."""
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -22,12 +21,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..analysis.plots import plot_confusion, plot_curves
-from ..data import DATASETS, ArrayDataset, DeviceLoader, ImageFolderData, find_image_folder, load_dataset
+from ..data import DATASETS, DeviceLoader
+from ..device import resolve_device  # noqa: F401  (re-exported)
+from ..errors import TrainingDiverged
+from ..evaluation import EpochStats, evaluate
 from ..fileio import atomic_write_text
 from ..models import build_model
 from ..weights import save_weights
 from .checkpoint import STATE_SUFFIX, latest_state, load_state, rng_state, save_state, set_rng_state
 from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
+from .data import prepare_data, set_epoch
 from .distributed import (
     ALONE,
     Ranks,
@@ -38,72 +41,8 @@ from .distributed import (
     rank_device,
     sum_stats,
 )
-from .engine import EpochStats, TrainingDiverged, evaluate, progressive_size, resize_batch, train_steps
+from .engine import progressive_size, resize_batch, train_steps
 from .optim import build_optimizer, build_scheduler
-
-
-@dataclass
-class DataBundle:
-    """Loaders and what the model and checkpoints need to know about the data."""
-
-    train: Any
-    test: Any
-    classes: List[str]
-    in_chans: int
-    input_size: Tuple[int, int]
-    mean: Tuple[float, ...]
-    std: Tuple[float, ...]
-    eval_split: str
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
-    return device
-
-
-def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE) -> DataBundle:
-    """Training and evaluation loaders for a named small dataset or an image folder: this rank's share."""
-    channels_last = config.channels_last
-    batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
-    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
-    if config.data.lower() in DATASETS:
-        train_set = load_dataset(config.data, "train", config.data_dir, config.download)
-        if config.val_split > 0:
-            train_set, eval_set = train_set.split(config.val_split, seed=config.seed)
-            split = "val"
-        else:
-            eval_set, split = load_dataset(config.data, "test", config.data_dir, config.download), "test"
-        train_set = _head(train_set, config.train_subset)
-        eval_set = _head(eval_set, config.test_subset)
-        train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
-                             pad=config.pad, erase=config.erase, seed=config.seed, channels_last=channels_last,
-                             **shard)
-        test = DeviceLoader(eval_set, max(batch, 256), train=False, device=device,
-                            channels_last=channels_last, **shard)
-        c, h, w = train_set.image_shape
-        return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split)
-    folder = find_image_folder(config.data, config.data_dir)
-    data = ImageFolderData(folder, image_size=config.image_size, val_fraction=config.val_split or 0.1,
-                           seed=config.seed, erase=config.erase)
-    train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
-    test = data.val_loader(max(batch, 64), workers=config.workers, **shard)
-    size = (config.image_size, config.image_size)
-    return DataBundle(train, test, list(data.classes), 3, size, data.mean, data.std, "val")
-
-
-def set_epoch(loader: Any, epoch: int) -> None:
-    """Select the epoch's shuffle for a DeviceLoader or a DataLoader with a DistributedSampler."""
-    target = loader if hasattr(loader, "set_epoch") else getattr(loader, "sampler", None)
-    if hasattr(target, "set_epoch"):
-        target.set_epoch(epoch)
 
 
 def open_tensorboard(run_dir: Path) -> Any:
@@ -113,10 +52,6 @@ def open_tensorboard(run_dir: Path) -> Any:
     except ImportError:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:
-    return dataset.subset(range(min(count, len(dataset)))) if count else dataset
 
 
 def has_checkpoint(run_dir: Path) -> bool:
