@@ -1,4 +1,4 @@
-"""Training checkpoints: the full state to resume from, written atomically.
+"""Training checkpoints: what they contain, how they are written (atomically) and how a run is restored.
 
 ``<tag>.state.pt`` holds everything a resume needs (model, optimizer, scheduler, scaler,
 EMA, data position, epoch, step, history, RNG states, config) as tensors and plain
@@ -60,3 +60,54 @@ def latest_state(run_dir: Union[str, Path]) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from (expected {path.name})")
     return path
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a training state to resume from."""
+    return (Path(run_dir) / f"last{STATE_SUFFIX}").exists()
+
+
+def weights_preprocessing(config: Any, data: Any) -> Dict[str, Any]:
+    """What the shipped weights record about their inputs (a TrainConfig's and a DataBundle's)."""
+    return dict(mean=list(data.mean), std=list(data.std), input_size=list(data.input_size), dataset=config.data,
+                flip_tta=config.flip_tta,  # eval and predict average the views training did
+                shift_tta=config.shift_tta)
+
+
+def training_state(trainer: Any, partial_seconds: float) -> Dict[str, Any]:
+    """Everything a resume of ``trainer`` (a Trainer) needs, ``partial_seconds`` into its current epoch."""
+    loader = trainer.data.train
+    return dict(
+        model=trainer.model.state_dict(), optimizer=trainer.optimizer.state_dict(),
+        scheduler=trainer.scheduler.state_dict(),
+        scaler=trainer.scaler.state_dict() if trainer.scaler else None,
+        ema=trainer.ema.state_dict() if trainer.ema else None,
+        loader=loader.state_dict() if hasattr(loader, "state_dict") else None,
+        epoch=trainer.epoch, step=trainer.step, epoch_start_step=trainer.epoch_start_step,
+        elapsed=trainer.elapsed + partial_seconds,
+        eval_seconds=trainer.eval_seconds,
+        best_top1=trainer.best_top1, history=trainer.history, rng=rng_state(), config=trainer.config.to_dict(),
+    )
+
+
+def restore_training_state(trainer: Any, state: Dict[str, Any]) -> None:
+    """Put ``trainer`` (a Trainer) back where ``training_state`` found it."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.scaler is not None and state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.ema is not None and state.get("ema"):
+        trainer.ema.load_state_dict(state["ema"])
+    trainer.epoch, trainer.step = int(state["epoch"]), int(state["step"])
+    trainer.epoch_start_step = int(state.get("epoch_start_step", trainer.epoch * trainer.steps_per_epoch))
+    loader = trainer.data.train
+    if state.get("loader") and hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(state["loader"])
+    elif hasattr(getattr(loader, "sampler", None), "skip"):  # an image folder's DataLoader
+        loader.sampler.skip((trainer.step - trainer.epoch_start_step) * loader.batch_size)
+    trainer.elapsed = float(state["elapsed"])
+    trainer.eval_seconds = float(state["eval_seconds"])
+    trainer.best_top1 = float(state["best_top1"])
+    trainer.history = list(state["history"])
+    set_rng_state(state["rng"])

@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
-import json
 import math
 import os
 import shutil
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..analysis.plots import plot_confusion, plot_curves
 from ..data import DATASETS, DeviceLoader
-from ..device import resolve_device  # noqa: F401  (re-exported)
+from ..device import resolve_device
 from ..errors import TrainingDiverged
 from ..evaluation import EpochStats, evaluate
 from ..fileio import atomic_write_text
 from ..models import build_model
 from ..weights import save_weights
-from .checkpoint import STATE_SUFFIX, latest_state, load_state, rng_state, save_state, set_rng_state
+from .checkpoint import (
+    STATE_SUFFIX,
+    has_checkpoint,
+    latest_state,
+    load_state,
+    restore_training_state,
+    save_state,
+    training_state,
+    weights_preprocessing,
+)
 from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
 from .data import prepare_data, set_epoch
 from .distributed import (
@@ -43,28 +47,7 @@ from .distributed import (
 )
 from .engine import progressive_size, resize_batch, train_steps
 from .optim import build_optimizer, build_scheduler
-
-
-def open_tensorboard(run_dir: Path) -> Any:
-    """A TensorBoard writer logging into the run folder (needs the tensorboard package)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a training state to resume from."""
-    return (run_dir / f"last{STATE_SUFFIX}").exists()
-
-
-def run_name(config: TrainConfig) -> str:
-    """The run's folder name: given, or model-data-timestamp."""
-    if config.name:
-        return config.name
-    data = Path(config.data).name if Path(config.data).is_dir() else config.data
-    return f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
+from .outputs import new_run_dir, open_tensorboard, write_final_outputs, write_metrics
 
 
 class Trainer:
@@ -140,12 +123,12 @@ class Trainer:
         self.resumed = resume is not None
         if resume is not None:
             self.run_dir = resume
-            self._load(load_state(latest_state(resume)))
+            restore_training_state(self, load_state(latest_state(resume)))
             if ranks.main:  # a process killed while writing leaves its temporary file behind
                 for orphan in resume.glob(".*.tmp"):
                     orphan.unlink(missing_ok=True)
         else:
-            self.run_dir, error = from_main(ranks, self._new_run_dir())
+            self.run_dir, error = from_main(ranks, new_run_dir(config))
             if error:
                 raise ValueError(error)
         # DistributedDataParallel starts every rank from rank 0's weights and averages gradients in backward.
@@ -160,17 +143,6 @@ class Trainer:
             self.tensorboard = open_tensorboard(self.run_dir) if config.tensorboard else None
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.toml", to_toml(config))
-
-    def _new_run_dir(self) -> Tuple[Path, str]:
-        """The new run's folder, and why it cannot be used ('' when it can)."""
-        run_dir = Path(self.config.out) / run_name(self.config)
-        if not (run_dir.is_dir() and any(run_dir.iterdir())):
-            return run_dir, ""
-        if has_checkpoint(run_dir):
-            return run_dir, f"run folder {run_dir} already exists; pick another --name or --resume {run_dir}"
-        # Never removed here: it may belong to a run still in its first epoch.
-        return run_dir, (f"run folder {run_dir} already exists and holds no checkpoint to resume (a run killed "
-                         "before its first one, or one still running); remove it or pick another --name")
 
     # ---------------------------------------------------------------- the loop
 
@@ -294,7 +266,7 @@ class Trainer:
             self.save("best", 0.0, state=False)
         if not self.ranks.main:
             return
-        self._write_metrics()
+        write_metrics(self.run_dir, self.history, self.config, self.summary())
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key not in ("epoch", "step") and value is not None:
@@ -313,16 +285,9 @@ class Trainer:
             return
         if self.tensorboard is not None:
             self.tensorboard.close()
-        title = f"{self.config.model} on {Path(self.config.data).name}"
-        plot_curves(self.history, self.run_dir / "curves.png", title=title)
-        if self.last_stats is not None and self.last_stats.confusion is not None:
-            confusion = self.last_stats.confusion
-            plot_confusion(confusion, self.data.classes, self.run_dir / "confusion.png",
-                           title=f"{title}, {self.data.eval_split} set")
-            rows = [",".join(["true\\predicted", *self.data.classes])]
-            rows += [",".join([name, *map(str, confusion[i].tolist())])
-                     for i, name in enumerate(self.data.classes)]
-            atomic_write_text(self.run_dir / "confusion.csv", "\n".join(rows) + "\n")
+        confusion = self.last_stats.confusion if self.last_stats is not None else None
+        write_final_outputs(self.run_dir, self.history, f"{self.config.model} on {Path(self.config.data).name}",
+                            confusion, self.data.classes, self.data.eval_split)
 
     # ---------------------------------------------------------------- outputs
 
@@ -335,15 +300,6 @@ class Trainer:
                     best_test_top1=self.best_top1 if last else None, eval_split=self.data.eval_split,
                     elapsed_s=self.elapsed)
 
-    def _write_metrics(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]))
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
-        payload = dict(config=self.config.to_dict(), history=self.history, summary=self.summary())
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(payload, indent=2))
-
     def save(self, tag: str, partial_seconds: float, state: bool = True) -> None:
         """Write ``<tag>.safetensors`` (weights to ship) and, with ``state``, ``<tag>.state.pt`` (rank 0 only)."""
         # A step can leave NaN weights behind a finite loss; they never overwrite a good checkpoint.
@@ -354,27 +310,12 @@ class Trainer:
             merge_sample_losses(self.data.train, self.ranks)
         if not self.ranks.main:
             return
-        preprocessing = dict(mean=list(self.data.mean), std=list(self.data.std),
-                             input_size=list(self.data.input_size), dataset=self.config.data,
-                             flip_tta=self.config.flip_tta,  # eval and predict average the views training did
-                             shift_tta=self.config.shift_tta)
         save_weights(self._eval_model(), self.run_dir / f"{tag}.safetensors", self.config.model,
                      options=self.model_options, class_names=self.data.classes,
-                     preprocessing=preprocessing)
+                     preprocessing=weights_preprocessing(self.config, self.data))
         if not state:
             return
-        payload = dict(
-            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler else None,
-            ema=self.ema.state_dict() if self.ema else None,
-            loader=self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None,
-            epoch=self.epoch, step=self.step, epoch_start_step=self.epoch_start_step,
-            elapsed=self.elapsed + partial_seconds,
-            eval_seconds=self.eval_seconds,
-            best_top1=self.best_top1, history=self.history, rng=rng_state(), config=self.config.to_dict(),
-        )
-        save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", payload)
+        save_state(self.run_dir / f"{tag}{STATE_SUFFIX}", training_state(self, partial_seconds))
 
     def _steps_into_epoch(self) -> int:
         return self.step - self.epoch_start_step
@@ -383,26 +324,6 @@ class Trainer:
         if has_checkpoint(self.run_dir):
             return f"the last good checkpoint is in {self.run_dir}"
         return "no checkpoint had been written yet, so no run folder is kept"
-
-    def _load(self, state: Dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.epoch_start_step = int(state.get("epoch_start_step", self.epoch * self.steps_per_epoch))
-        if state.get("loader") and hasattr(self.data.train, "load_state_dict"):
-            self.data.train.load_state_dict(state["loader"])
-        elif hasattr(getattr(self.data.train, "sampler", None), "skip"):  # an image folder's DataLoader
-            self.data.train.sampler.skip(self._steps_into_epoch() * self.data.train.batch_size)
-        self.elapsed = float(state["elapsed"])
-        self.eval_seconds = float(state["eval_seconds"])
-        self.best_top1 = float(state["best_top1"])
-        self.history = list(state["history"])
-        set_rng_state(state["rng"])
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:

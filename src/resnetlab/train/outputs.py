@@ -1,0 +1,72 @@
+"""What a training run writes into its folder: the folder itself, metrics, plots and TensorBoard logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..analysis.plots import plot_confusion, plot_curves
+from ..fileio import atomic_write_text
+from .checkpoint import has_checkpoint
+from .config import TrainConfig
+
+__all__ = ["new_run_dir", "open_tensorboard", "run_name", "write_final_outputs", "write_metrics"]
+
+
+def run_name(config: TrainConfig) -> str:
+    """The run's folder name: given, or model-data-timestamp."""
+    if config.name:
+        return config.name
+    data = Path(config.data).name if Path(config.data).is_dir() else config.data
+    return f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def new_run_dir(config: TrainConfig) -> Tuple[Path, str]:
+    """A new run's folder, and why it cannot be used ('' when it can)."""
+    run_dir = Path(config.out) / run_name(config)
+    if not (run_dir.is_dir() and any(run_dir.iterdir())):
+        return run_dir, ""
+    if has_checkpoint(run_dir):
+        return run_dir, f"run folder {run_dir} already exists; pick another --name or --resume {run_dir}"
+    # Never removed here: it may belong to a run still in its first epoch.
+    return run_dir, (f"run folder {run_dir} already exists and holds no checkpoint to resume (a run killed "
+                     "before its first one, or one still running); remove it or pick another --name")
+
+
+def open_tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard writer logging into the run folder (needs the tensorboard package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def write_metrics(run_dir: Path, history: List[Dict[str, Any]], config: TrainConfig,
+                  summary: Dict[str, Any]) -> None:
+    """metrics.csv (one row per epoch) and metrics.json (config, history and summary)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
+    payload = dict(config=config.to_dict(), history=history, summary=summary)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(payload, indent=2))
+
+
+def write_final_outputs(run_dir: Path, history: List[Dict[str, Any]], title: str,
+                        confusion: Optional[torch.Tensor], classes: Sequence[str], eval_split: str) -> None:
+    """curves.png, and the last evaluation's confusion.png and confusion.csv."""
+    plot_curves(history, run_dir / "curves.png", title=title)
+    if confusion is None:
+        return
+    plot_confusion(confusion, classes, run_dir / "confusion.png", title=f"{title}, {eval_split} set")
+    rows = [",".join(["true\\predicted", *classes])]
+    rows += [",".join([name, *map(str, confusion[i].tolist())]) for i, name in enumerate(classes)]
+    atomic_write_text(run_dir / "confusion.csv", "\n".join(rows) + "\n")
