@@ -1,9 +1,13 @@
 """Shared test set-up."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from resnetlab.data import locate
+from resnetlab.train import resolve_config, train
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n auto starts one worker per core: one thread each, or the workers oversubscribe the cores.
@@ -17,3 +21,25 @@ def restore_torch_global_state():
     yield
     torch.use_deterministic_algorithms(False)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A resnet8 trained briefly on the synthetic dataset: (weights path, its fp32 test accuracy)."""
+    out = tmp_path_factory.mktemp("runs")
+    config = resolve_config("default", overrides=dict(
+        model="resnet8", data="synthetic", batch_size=64, epochs=3, precision="fp32", channels_last=False,
+        optimizer="adamw", lr=0.003, schedule="cosine", augment="none", flip_tta=False, quiet=True, out=str(out),
+        name="r8"))
+    result = train(config)
+    return Path(result["run_dir"]) / "best.safetensors", result["test_top1"]
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No test sees the user's data: empty HOME, no $RESNETLAB_DATA, no system folders."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RESNETLAB_DATA", raising=False)
+    monkeypatch.setattr(locate, "SYSTEM_DIRS", {})

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import struct
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytest
+import torch
 
 from resnetlab.cli import main
 
@@ -41,3 +44,79 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (self.command,))
+
+
+def randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine parameters, so folding has something to fold."""
+    generator = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=generator) * 0.2 - 0.1)
+    return model.eval()
+
+
+def make_idx_dataset(folder: Path, gz: bool = False, n_train: int = 12, n_test: int = 5, seed: int = 0,
+                     dotted: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(Fashion-)MNIST idx files of both splits in folder (``dotted``: MNIST's names): {split: (images, labels)}."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        sep = "." if dotted else "-"
+        write_idx(folder / f"{prefix}-images{sep}idx3-ubyte", images, gz)
+        write_idx(folder / f"{prefix}-labels{sep}idx1-ubyte", labels, gz)
+        written[split] = (images, labels)
+    return written
+
+
+def dump(path: Path, obj: object, protocol: int = 2) -> None:
+    """Pickle obj to path, as CIFAR's files are pickled."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=protocol)
+
+
+def make_cifar10(folder: Path, per_batch: int = 3, seed: int = 0, protocol: int = 2) -> dict[str, tuple]:
+    """A CIFAR-10 folder (batches.meta, five train batches, test_batch): {split: (images, labels)}."""
+    rng = np.random.default_rng(seed)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship",
+             b"truck"]
+    dump(folder / "batches.meta", {b"num_cases_per_batch": per_batch, b"label_names": names,
+                                   b"num_vis": 3072}, protocol)
+    written: dict[str, list] = {"train": [[], []], "test": [[], []]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        dump(folder / name, {b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                             b"filenames": [b"img%d.png" % i for i in range(per_batch)]}, protocol)
+        split = "test" if name == "test_batch" else "train"
+        written[split][0].append(data)
+        written[split][1] += labels
+    return {k: (np.concatenate(v[0]).reshape(-1, 3, 32, 32), np.array(v[1])) for k, v in written.items()}
+
+
+def make_cifar100(folder: Path, protocol: int = 4) -> dict[str, tuple]:
+    """A CIFAR-100 folder (meta, train, test) with 100 fine labels: {split: (images, fine labels)}."""
+    rng = np.random.default_rng(1)
+    fine = [f"fine{i}".encode() for i in range(100)]
+    dump(folder / "meta", {b"fine_label_names": fine, b"coarse_label_names": [b"c%d" % i for i in range(20)]},
+         protocol)
+    written = {}
+    for split, n in (("train", 7), ("test", 4)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        fine_labels = [int(v) for v in rng.integers(0, 100, n)]
+        dump(folder / split, {b"filenames": [b"x"] * n, b"batch_label": b"b", b"fine_labels": fine_labels,
+                              b"coarse_labels": [0] * n, b"data": data}, protocol)
+        written[split] = (data.reshape(-1, 3, 32, 32), np.array(fine_labels))
+    return written
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    """The message of a raised error, checked to be one non-empty line."""
+    message = str(err.value)
+    assert "\n" not in message and message.strip() == message and message
+    return message

@@ -1,9 +1,23 @@
-"""Datasets: readers and locations of the small datasets, the in-memory device loader, image folders."""
+"""Datasets: the catalog of small datasets, where their files are, how to download and load them,
+the in-memory device loader, image folders, and what a --data value names."""
 
-from .base import CLASSES, MEAN, STD, ArrayDataset
+from ..errors import DownloadError
+from .base import ArrayDataset
+from .catalog import CLASSES, DATASETS, MEAN, STD, DatasetRecord, dataset_name
+from .datasets import load_dataset
+from .download import download_data
 from .folders import IMAGENET_MEAN, IMAGENET_STD, ImageFolderData
 from .loader import AUGMENTATIONS, DeviceLoader, augment_batch, draw_augmentation, draw_erasing, erase_batch
-from .sources import DATASETS, DownloadError, download_data, find_data, find_image_folder, load_dataset, search_dirs
+from .locate import (
+    DatasetSource,
+    FolderSource,
+    Source,
+    TensorSource,
+    find_data,
+    find_image_folder,
+    resolve_source,
+    search_dirs,
+)
 from .synthetic import synthetic_dataset
 
 __all__ = [
@@ -11,14 +25,20 @@ __all__ = [
     "AUGMENTATIONS",
     "CLASSES",
     "DATASETS",
+    "DatasetRecord",
+    "DatasetSource",
     "DeviceLoader",
     "DownloadError",
+    "FolderSource",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderData",
     "MEAN",
     "STD",
+    "Source",
+    "TensorSource",
     "augment_batch",
+    "dataset_name",
     "download_data",
     "draw_augmentation",
     "draw_erasing",
@@ -26,6 +46,7 @@ __all__ = [
     "find_data",
     "find_image_folder",
     "load_dataset",
+    "resolve_source",
     "search_dirs",
     "synthetic_dataset",
 ]

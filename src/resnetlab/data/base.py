@@ -1,4 +1,4 @@
-"""In-memory datasets and the constants (classes, mean, std) of the small datasets."""
+"""The in-memory dataset: uint8 images and int64 labels with their classes and statistics."""
 
 from __future__ import annotations
 
@@ -7,40 +7,7 @@ from typing import Sequence, Union
 
 import torch
 
-__all__ = ["ArrayDataset", "CLASSES", "MEAN", "STD"]
-
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
-MNIST_CLASSES = [str(i) for i in range(10)]
-CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-]
-
-# Class names; CIFAR-100's 100 fine names come from the files' own meta.
-CLASSES: dict[str, list[str]] = {
-    "fashion-mnist": FASHION_MNIST_CLASSES,
-    "mnist": MNIST_CLASSES,
-    "cifar10": CIFAR10_CLASSES,
-}
-
-# Per-channel mean and std of the TRAIN split over all pixels, in [0, 1] units.
-# Fashion-MNIST was computed here from the real files (0.28604, 0.35302); the others
-# are the usual published values. CIFAR's std is the pixel std (0.247, ...), not the
-# often copied mean of per-image stds (0.2023, ...).
-MEAN: dict[str, tuple[float, ...]] = {
-    "fashion-mnist": (0.2860,),
-    "mnist": (0.1307,),
-    "cifar10": (0.4914, 0.4822, 0.4465),
-    "cifar100": (0.5071, 0.4865, 0.4409),
-}
-STD: dict[str, tuple[float, ...]] = {
-    "fashion-mnist": (0.3530,),
-    "mnist": (0.3081,),
-    "cifar10": (0.2470, 0.2435, 0.2616),
-    "cifar100": (0.2673, 0.2564, 0.2762),
-}
+__all__ = ["ArrayDataset"]
 
 Indices = Union[torch.Tensor, Sequence[int], range]
 

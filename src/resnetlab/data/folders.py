@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from ..errors import one_line
 from .loader import epoch_generator
 
-__all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ImageFolderData", "ResumableSampler", "IMAGENET_MEAN", "IMAGENET_STD", "image_folder"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,7 +120,7 @@ def _class_dirs(path: Path) -> list[str]:
     return sorted(e.name for e in path.iterdir() if e.is_dir() and not e.name.startswith("."))
 
 
-def _image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFolder:
+def image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFolder:
     """ImageFolder of `path` with at least two classes; one-line ValueError otherwise."""
     classes = _class_dirs(path)
     if not classes:
@@ -179,8 +179,8 @@ class ImageFolderData:
         train_tf, val_tf = train_transform(image_size, erase=erase), eval_transform(image_size)
         if (self.path / "train").is_dir() and (self.path / "val").is_dir():
             self.layout = "train/val"
-            self.train_dataset: Dataset = _image_folder(self.path / "train", train_tf)
-            self.val_dataset: Dataset = _image_folder(self.path / "val", val_tf)
+            self.train_dataset: Dataset = image_folder(self.path / "train", train_tf)
+            self.val_dataset: Dataset = image_folder(self.path / "val", val_tf)
             self.classes: list[str] = self.train_dataset.classes
             if self.val_dataset.classes != self.classes:
                 raise ValueError(
@@ -189,7 +189,7 @@ class ImageFolderData:
                 )
         else:
             self.layout = "split"
-            base = _image_folder(self.path)
+            base = image_folder(self.path)
             n = len(base)
             n_val = round(n * val_fraction)
             if not 0 < n_val < n:

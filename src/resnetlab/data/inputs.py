@@ -13,12 +13,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import one_line
-from .folders import _image_folder, to_8bit, unreadable_image
+from .catalog import dataset_name
+from .datasets import load_dataset
+from .folders import image_folder, to_8bit, unreadable_image
 from .loader import DeviceLoader
-from .sources import DATASETS, load_dataset
+from .locate import DatasetSource, TensorSource, resolve_source
+
+__all__ = ["ImagePreprocess", "LabelledFolder", "SampleImages", "expand_paths", "input_size", "load_inputs",
+           "to_8bit"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-TENSOR_SUFFIXES = (".npy", ".pt")
 
 
 def expand_paths(paths: Sequence[Union[str, Path]]) -> Iterator[Path]:
@@ -48,7 +52,7 @@ class ImagePreprocess:
         self.std = torch.tensor(pre.get("std") or [0.229, 0.224, 0.225][:in_chans]).view(-1, 1, 1)
         # Small datasets were trained at their native size: resize the whole image to it.
         # Image-folder models were evaluated with resize + center crop.
-        self.center_crop = pre.get("dataset") not in DATASETS if pre else True
+        self.center_crop = dataset_name(pre.get("dataset")) is None if pre else True
 
     def __call__(self, path: Union[str, Path]) -> torch.Tensor:
         """Any image file as a normalized C x H x W tensor (grayscale or RGB as the model needs)."""
@@ -93,7 +97,7 @@ class LabelledFolder(Dataset):
                  in_chans: int) -> None:
         self.path = Path(path).expanduser()
         root, self.split = _folder_split(self.path, split)
-        folder = _image_folder(root)
+        folder = image_folder(root)
         self.classes = folder.classes
         self.samples = folder.samples
         self.prepare = ImagePreprocess(preprocessing, in_chans)
@@ -154,23 +158,20 @@ def load_inputs(source: str, preprocessing: Optional[Dict[str, Any]], in_chans: 
     (read like ``predict`` does, evenly spread over the sorted files), or a .npy / .pt file
     holding an already normalized float N x C x H x W tensor (used whole).
     """
-    path = Path(source)
-    if source.lower() in DATASETS:
-        dataset = load_dataset(source, split, data_dir)
+    found = resolve_source(source, data_dir)
+    if isinstance(found, DatasetSource):
+        dataset = load_dataset(found.name, split, data_dir)
         dataset = dataset.subset(_spread(len(dataset), count))
         batches = list(DeviceLoader(dataset, 256, train=False, device=torch.device("cpu")))
         images = _tile_channels(torch.cat([x for x, _ in batches]), in_chans)
         labels = torch.cat([y for _, y in batches])
         return SampleImages(images, labels, f"{source} {split} ({len(images)} images)")
-    if path.suffix in TENSOR_SUFFIXES and path.is_file():
-        images = _tensor_file(path)
-        return SampleImages(images, None, f"{path} ({len(images)} images)")
-    if path.is_dir():
-        files = list(expand_paths([path]))
-        if not files:
-            raise ValueError(f"no images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        prepare = ImagePreprocess(preprocessing, in_chans)
-        images = torch.stack([prepare(files[i]) for i in _spread(len(files), count)])
-        return SampleImages(images, None, f"{path} ({len(images)} images)")
-    raise ValueError(f"{source!r} is not a dataset name ({', '.join(DATASETS)}), an image folder, "
-                     f"or a .npy / .pt tensor file")
+    if isinstance(found, TensorSource):
+        images = _tensor_file(found.path)
+        return SampleImages(images, None, f"{found.path} ({len(images)} images)")
+    files = list(expand_paths([found.path]))
+    if not files:
+        raise ValueError(f"no images in {found.path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    prepare = ImagePreprocess(preprocessing, in_chans)
+    images = torch.stack([prepare(files[i]) for i in _spread(len(files), count)])
+    return SampleImages(images, None, f"{found.path} ({len(images)} images)")

@@ -14,38 +14,12 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import one_line
+from .catalog import KNOWN_IDX
 
 __all__ = ["read_idx", "read_idx_pair", "read_cifar_batch", "read_cifar_meta", "RestrictedUnpickler"]
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
-
-# Size and digest of the DECOMPRESSED upstream idx files, keyed by dataset and file stem.
-# The .gz files differ between mirrors (Debian's gzip headers carry another mtime, so the
-# md5 of the .gz that torchvision lists does not match Debian's), the decompressed bytes do not.
-# Fashion-MNIST: sha256 computed here from Debian's dataset-fashion-mnist
-# (0.0~git20200523.55506a9-1); their md5s (f4a8712d..., 9018921c..., 8181f547..., 15d48437...)
-# equal the decompressed md5s published upstream and in many public scripts.
-# MNIST: no copy was available here, so these are the decompressed md5s published in many
-# public scripts, not recomputed.
-KNOWN_IDX: dict[str, dict[str, tuple[int, str, str]]] = {
-    "fashion-mnist": {
-        "train-images-idx3-ubyte": (
-            47040016, "sha256", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-        "train-labels-idx1-ubyte": (
-            60008, "sha256", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-        "t10k-images-idx3-ubyte": (
-            7840016, "sha256", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-        "t10k-labels-idx1-ubyte": (
-            10008, "sha256", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
-    },
-    "mnist": {
-        "train-images-idx3-ubyte": (47040016, "md5", "6bbc9ace898e44ae57da46a324031adb"),
-        "train-labels-idx1-ubyte": (60008, "md5", "a25bea736e30d166cdddb491f175f624"),
-        "t10k-images-idx3-ubyte": (7840016, "md5", "2646ac647ad5339dbf082846283269ea"),
-        "t10k-labels-idx1-ubyte": (10008, "md5", "27ae3e4e09519cfbb04c329615203637"),
-    },
-}
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
@@ -60,7 +34,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
 
 
 def _verify_known(data: bytes, path: Path, dataset: Optional[str], stem: Optional[str]) -> None:
-    """Check a full-size upstream file against its known digest; smaller files are not checked."""
+    """Check a full-size upstream file against its known digest (see catalog); smaller ones are not checked."""
     known = KNOWN_IDX.get(dataset or "", {}).get(stem or "")
     if known is None or len(data) != known[0]:
         return

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset
+from ..data import DATASETS, ArrayDataset, DeviceLoader, find_data, load_dataset, resolve_source
 from ..fileio import atomic_write_text
 from ..models import get_spec
 from ..train.config import TrainConfig
@@ -31,10 +31,11 @@ TIMING_STEPS = (2, 3)  # untimed warm-up steps, then timed steps
 
 def choose_data(data: str, data_dir: Optional[str | Path] = None) -> Tuple[str, str]:
     """The dataset to use and a sentence saying why: 'auto' is CIFAR-10 when found, else Fashion-MNIST."""
-    key = data.strip().lower()
-    if key != "auto":
-        if key not in DATASETS:
-            raise ValueError(f"unknown dataset {data!r}; accepted: auto, {', '.join(DATASETS)}")
+    if data.strip().lower() != "auto":
+        try:
+            key = resolve_source(data, data_dir, kinds=("dataset",)).name
+        except ValueError:
+            raise ValueError(f"unknown dataset {data!r}; accepted: auto, {', '.join(DATASETS)}") from None
         return key, f"{key} (asked for)"
     try:
         folder = find_data("cifar10", data_dir)

@@ -8,7 +8,7 @@ from typing import Any, List, Tuple
 
 import torch
 
-from ..data import DATASETS, ArrayDataset, DeviceLoader, ImageFolderData, find_image_folder, load_dataset
+from ..data import ArrayDataset, DatasetSource, DeviceLoader, ImageFolderData, load_dataset, resolve_source
 from .config import TrainConfig
 from .distributed import ALONE, Ranks
 
@@ -34,13 +34,14 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
     channels_last = config.channels_last
     batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
     shard = dict(rank=ranks.rank, world_size=ranks.world_size)
-    if config.data.lower() in DATASETS:
-        train_set = load_dataset(config.data, "train", config.data_dir, config.download)
+    source = resolve_source(config.data, config.data_dir, kinds=("dataset", "folder"))
+    if isinstance(source, DatasetSource):
+        train_set = load_dataset(source.name, "train", config.data_dir, config.download)
         if config.val_split > 0:
             train_set, eval_set = train_set.split(config.val_split, seed=config.seed)
             split = "val"
         else:
-            eval_set, split = load_dataset(config.data, "test", config.data_dir, config.download), "test"
+            eval_set, split = load_dataset(source.name, "test", config.data_dir, config.download), "test"
         train_set = _head(train_set, config.train_subset)
         eval_set = _head(eval_set, config.test_subset)
         train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
@@ -50,8 +51,7 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
                             channels_last=channels_last, **shard)
         c, h, w = train_set.image_shape
         return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split)
-    folder = find_image_folder(config.data, config.data_dir)
-    data = ImageFolderData(folder, image_size=config.image_size, val_fraction=config.val_split or 0.1,
+    data = ImageFolderData(source.path, image_size=config.image_size, val_fraction=config.val_split or 0.1,
                            seed=config.seed, erase=config.erase)
     train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
     test = data.val_loader(max(batch, 64), workers=config.workers, **shard)
