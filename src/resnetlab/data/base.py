@@ -64,19 +64,39 @@ class ArrayDataset:
                             self.mean, self.std, self.name)
 
     def split(self, fraction_or_count: float | int, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
-        """Split into (train, val): val gets a fraction (float) or a count (int) of random samples."""
+        """Split into (train, val), stratified and seeded: val gets a fraction (below 1) or a count
+        (a whole number) of the samples, each class its share of them (the remainders go to the
+        classes with the largest leftover shares, ties drawn with ``seed``)."""
         n = len(self)
-        if isinstance(fraction_or_count, float):
-            if not 0.0 < fraction_or_count < 1.0:
-                raise ValueError(f"validation fraction must be in (0, 1), got {fraction_or_count}")
-            n_val = round(n * fraction_or_count)
-        else:
-            n_val = int(fraction_or_count)
-        if not 0 < n_val < n:
-            raise ValueError(
-                f"validation size {fraction_or_count} gives {n_val} of {n} samples; need 1 to {n - 1}"
-            )
+        n_val = validation_count(fraction_or_count, n)
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=generator)
-        val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
-        return self.subset(train_index), self.subset(val_index)
+        counts = torch.bincount(self.labels, minlength=self.num_classes)
+        exact = counts.double() * n_val / n
+        quota = exact.floor().long()
+        tie_break = torch.randperm(len(counts), generator=generator)
+        leftover = (exact - quota)[tie_break].sort(descending=True, stable=True).indices
+        quota[tie_break[leftover[: n_val - int(quota.sum())]]] += 1
+        # Each class's first quota samples in the shuffled order go to validation.
+        labels = self.labels[order]
+        by_class = labels.sort(stable=True).indices
+        starts = counts.cumsum(0) - counts
+        rank = torch.empty(n, dtype=torch.long)
+        rank[by_class] = torch.arange(n) - starts[labels[by_class]]
+        held_out = rank < quota[labels]
+        return self.subset(order[~held_out].sort().values), self.subset(order[held_out].sort().values)
+
+
+def validation_count(fraction_or_count: float | int, total: int) -> int:
+    """How many of ``total`` samples a validation split of ``fraction_or_count`` holds out (one-line
+    ValueError when it is not a fraction in (0, 1) or a whole count from 1 to total - 1)."""
+    value = float(fraction_or_count)
+    if 0.0 < value < 1.0:
+        count = round(total * value)
+    elif value >= 1.0 and value.is_integer():
+        count = int(value)
+    else:
+        raise ValueError(f"validation split {fraction_or_count} is neither a fraction in (0, 1) nor a whole count")
+    if not 0 < count < total:
+        raise ValueError(f"validation size {fraction_or_count} gives {count} of {total} samples; need 1 to {total - 1}")
+    return count

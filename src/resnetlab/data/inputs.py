@@ -50,9 +50,16 @@ class ImagePreprocess:
         self.size = input_size(pre)
         self.mean = torch.tensor(pre.get("mean") or [0.485, 0.456, 0.406][:in_chans]).view(-1, 1, 1)
         self.std = torch.tensor(pre.get("std") or [0.229, 0.224, 0.225][:in_chans]).view(-1, 1, 1)
-        # Small datasets were trained at their native size: resize the whole image to it.
-        # Image-folder models were evaluated with resize + center crop.
-        self.center_crop = dataset_name(pre.get("dataset")) is None if pre else True
+        # Small datasets were trained at their native size: the whole image is resized to it. Image
+        # folders were resized by the shorter side to size / crop_fraction, then center-cropped.
+        self.crop_fraction: Optional[float] = pre.get("crop_fraction", 0.875)
+        if pre and "crop_fraction" not in pre and dataset_name(pre.get("dataset")) is not None:
+            self.crop_fraction = None
+
+    @property
+    def center_crop(self) -> bool:
+        """Whether images are center-cropped (image folders) rather than resized whole (small datasets)."""
+        return self.crop_fraction is not None
 
     def __call__(self, path: Union[str, Path]) -> torch.Tensor:
         """Any image file as a normalized C x H x W tensor (grayscale or RGB as the model needs)."""
@@ -61,8 +68,8 @@ class ImagePreprocess:
 
         with Image.open(path) as image:
             image = to_8bit(image).convert("L" if self.in_chans == 1 else "RGB")
-            if self.center_crop:
-                image = TF.resize(image, int(round(self.size[0] / 0.875)))
+            if self.crop_fraction is not None:
+                image = TF.resize(image, int(round(self.size[0] / self.crop_fraction)))
                 image = TF.center_crop(image, list(self.size))
             else:
                 image = TF.resize(image, list(self.size))

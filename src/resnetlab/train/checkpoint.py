@@ -69,9 +69,14 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def weights_preprocessing(config: Any, data: Any) -> Dict[str, Any]:
     """What the shipped weights record about their inputs (a TrainConfig's and a DataBundle's)."""
-    return dict(mean=list(data.mean), std=list(data.std), input_size=list(data.input_size), dataset=config.data,
-                flip_tta=config.flip_tta,  # eval and predict average the views training did
-                shift_tta=config.shift_tta)
+    preprocessing = dict(mean=list(data.mean), std=list(data.std), input_size=list(data.input_size),
+                         dataset=config.data,
+                         flip_tta=config.flip_tta,  # eval and predict average the views training did
+                         shift_tta=config.shift_tta,
+                         val_split=config.val_split, split_seed=config.seed)  # eval --split val holds out the same
+    if data.crop_fraction is not None:  # images are resized by their shorter side, then center-cropped
+        preprocessing["crop_fraction"] = data.crop_fraction
+    return preprocessing
 
 
 def training_state(trainer: Any, partial_seconds: float) -> Dict[str, Any]:

@@ -4,13 +4,15 @@ checkpoints need to know about them (classes, channels, input size, normalizatio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
 
 import torch
 
 from ..data import ArrayDataset, DatasetSource, DeviceLoader, ImageFolderData, load_dataset, resolve_source
+from ..data.folder_cache import load_folder_in_memory
 from .config import TrainConfig
-from .distributed import ALONE, Ranks
+from .distributed import ALONE, Ranks, from_main
 
 __all__ = ["DataBundle", "prepare_data", "set_epoch"]
 
@@ -27,14 +29,19 @@ class DataBundle:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     eval_split: str
+    note: str = ""  # which path the data took (an image folder in memory, from the cache, or streamed)
+    crop_fraction: Optional[float] = 0.875  # how predict prepares images: see data.inputs.ImagePreprocess
 
 
 def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE) -> DataBundle:
-    """Training and evaluation loaders for a named small dataset or an image folder: this rank's share."""
-    channels_last = config.channels_last
-    batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
-    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
+    """Training and evaluation loaders for a named small dataset or an image folder: this rank's share.
+
+    Small datasets, and image folders whose decoded images fit the in-memory budget, are held as
+    uint8 tensors and batched on the device (DeviceLoader); larger folders stream from disk through
+    DataLoader workers, and options only the in-memory path has are refused there.
+    """
     source = resolve_source(config.data, config.data_dir, kinds=("dataset", "folder"))
+    note = ""
     if isinstance(source, DatasetSource):
         train_set = load_dataset(source.name, "train", config.data_dir, config.download)
         if config.val_split > 0:
@@ -42,21 +49,89 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
             split = "val"
         else:
             eval_set, split = load_dataset(source.name, "test", config.data_dir, config.download), "test"
-        train_set = _head(train_set, config.train_subset)
-        eval_set = _head(eval_set, config.test_subset)
-        train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
-                             pad=config.pad, erase=config.erase, seed=config.seed, channels_last=channels_last,
-                             **shard)
-        test = DeviceLoader(eval_set, max(batch, 256), train=False, device=device,
-                            channels_last=channels_last, **shard)
-        c, h, w = train_set.image_shape
-        return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split)
-    data = ImageFolderData(source.path, image_size=config.image_size, val_fraction=config.val_split or 0.1,
+    else:
+        # Rank 0 decodes the folder and caches it; then the other ranks read the cache.
+        sets, note = _folder_in_memory(source.path, config, main=True) if ranks.main else (None, "")
+        in_memory, note = from_main(ranks, (sets is not None, note))
+        if not in_memory:
+            return _streamed_folder(source.path, config, ranks, note)
+        if not ranks.main:
+            sets, _ = _folder_in_memory(source.path, config, main=False)
+        train_set, eval_set, split = sets
+    train_set = _head(train_set, config.train_subset)
+    eval_set = _head(eval_set, config.test_subset)
+    batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
+    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
+    train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
+                         pad=config.pad, erase=config.erase, seed=config.seed, channels_last=config.channels_last,
+                         **shard)
+    test = DeviceLoader(eval_set, max(batch, 256), train=False, device=device,
+                        channels_last=config.channels_last, **shard)
+    c, h, w = train_set.image_shape
+    return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split, note,
+                      crop_fraction=None if isinstance(source, DatasetSource) else 1.0)
+
+
+def _folder_in_memory(path: Path, config: TrainConfig, main: bool) -> Tuple[Optional[tuple], str]:
+    """((train, eval, split name), note) of an image folder decoded into memory, or (None, why not).
+
+    A folder with train/ and val/ (or test/) evaluates on those; another is split by ``val_split``
+    (0.1 when unset), stratified and seeded. Only ``main`` may write the cache and show progress.
+    """
+    if not config.cache:
+        return None, f"{path}: --no-cache: streaming from disk"
+    budget = int(config.cache_budget_gb * 2**30) if config.cache_budget_gb > 0 else None
+    load = dict(size=config.image_size, budget=budget, workers=config.workers, quiet=config.quiet or not main)
+    held_out = next((path / name for name in ("val", "test") if (path / name).is_dir()), None)
+    if (path / "train").is_dir() and held_out is not None and not config.val_split:
+        train_set, note = load_folder_in_memory(path / "train", **load)
+        if train_set is None:
+            return None, note
+        eval_set, _ = load_folder_in_memory(held_out, **load)
+        if eval_set is None:
+            return None, note
+        if eval_set.classes != train_set.classes:
+            raise ValueError(f"{path}: the class folders of train/ and {held_out.name}/ differ "
+                             f"({len(train_set.classes)} vs {len(eval_set.classes)} classes)")
+        eval_set = ArrayDataset(eval_set.images, eval_set.labels, train_set.classes, train_set.mean, train_set.std,
+                                eval_set.name)
+        return (_shuffled(train_set, config.seed), _shuffled(eval_set, config.seed), held_out.name), note
+    folder = path / "train" if (path / "train").is_dir() else path
+    everything, note = load_folder_in_memory(folder, **load)
+    if everything is None:
+        return None, note
+    train_set, eval_set = everything.split(config.val_split or 0.1, seed=config.seed)
+    return (_shuffled(train_set, config.seed), _shuffled(eval_set, config.seed), "val"), note
+
+
+def _shuffled(dataset: ArrayDataset, seed: int) -> ArrayDataset:
+    """The samples in a seeded random order: a folder lists its images class by class, and
+    train_subset and test_subset take the first N, which must not be the first classes."""
+    return dataset.subset(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)))
+
+
+# What only the in-memory path does, with the default that means "not asked for".
+IN_MEMORY_ONLY = ("train_subset", "test_subset", "augment", "pad", "progressive_min_size", "prune_easy")
+
+
+def _streamed_folder(path: Path, config: TrainConfig, ranks: Ranks, note: str) -> DataBundle:
+    """An image folder read from disk by DataLoader workers (RandomResizedCrop and flip for training)."""
+    defaults = TrainConfig()
+    asked = [name for name in IN_MEMORY_ONLY if getattr(config, name) != getattr(defaults, name)]
+    if asked:
+        raise ValueError(f"{', '.join(asked)}: only for data held in memory, and {note}; "
+                         "raise --cache-budget-gb (GiB) or leave them out")
+    if config.val_split >= 1:
+        raise ValueError(f"val_split {config.val_split:g} (a count) needs the folder held in memory, and {note}; "
+                         "give a fraction in (0, 1)")
+    data = ImageFolderData(path, image_size=config.image_size, val_fraction=config.val_split or 0.1,
                            seed=config.seed, erase=config.erase)
+    batch = config.batch_size // ranks.world_size
+    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
     train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
     test = data.val_loader(max(batch, 64), workers=config.workers, **shard)
     size = (config.image_size, config.image_size)
-    return DataBundle(train, test, list(data.classes), 3, size, data.mean, data.std, "val")
+    return DataBundle(train, test, list(data.classes), 3, size, data.mean, data.std, "val", note)
 
 
 def set_epoch(loader: Any, epoch: int) -> None:

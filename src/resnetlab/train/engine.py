@@ -21,10 +21,15 @@ def cuda_graphed(model: nn.Module, example: torch.Tensor, precision: str = "fp32
 
     One graph launch replaces hundreds of kernel launches per step, which bound small nets
     on a GPU. Inputs must keep ``example``'s shape; eval mode runs the ordinary forward. The
-    capture's warm-up passes (3) update batch-norm running statistics, on ``example``.
+    batch-norm running statistics are restored after the capture's warm-up passes on ``example``.
     """
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     with autocast(example.device, precision):
-        return torch.cuda.make_graphed_callables(model, (example,))
+        graphed = torch.cuda.make_graphed_callables(model, (example,))
+    with torch.no_grad():  # the warm-up passes ran on ``example``: the statistics go back to what they were
+        for name, buffer in graphed.named_buffers():
+            buffer.copy_(buffers[name])
+    return graphed
 
 
 def progressive_size(full: int, smallest: int, ramp: Sequence[float], progress: float) -> int:

@@ -45,7 +45,7 @@ from .distributed import (
     rank_device,
     sum_stats,
 )
-from .engine import progressive_size, resize_batch, train_steps
+from .engine import cuda_graphed, progressive_size, resize_batch, train_steps
 from .optim import build_optimizer, build_scheduler
 from .outputs import new_run_dir, open_tensorboard, write_final_outputs, write_metrics
 
@@ -78,8 +78,12 @@ class Trainer:
             raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
         if config.sync_bn and ranks.distributed and self.device.type != "cuda":
             raise ValueError("sync_bn needs CUDA devices: torch's SyncBatchNorm does not run on the CPU")
+        if config.cuda_graphs:
+            check_cuda_graphs(config, self.device, ranks)
         # Everything that can fail on bad input happens before the run folder exists.
         self.data = prepare_data(config, self.device, ranks)
+        if self.data.note and not config.quiet:
+            self._print(self.data.note)
         height = self.data.input_size[0]
         if config.prune_easy and not isinstance(self.data.train, DeviceLoader):
             raise ValueError(f"prune_easy {config.prune_easy:g} needs a dataset held in memory "
@@ -131,6 +135,11 @@ class Trainer:
             self.run_dir, error = from_main(ranks, new_run_dir(config))
             if error:
                 raise ValueError(error)
+        if config.cuda_graphs:  # captured on a batch of zeros; the batch-norm statistics are kept as they were
+            micro_batch = config.batch_size // config.accum_steps
+            example = torch.zeros(micro_batch, self.data.in_chans, *self.data.input_size, device=self.device)
+            memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+            self.model = cuda_graphed(self.model, example.contiguous(memory_format=memory_format), config.precision)
         # DistributedDataParallel starts every rank from rank 0's weights and averages gradients in backward.
         self.ddp = None
         if ranks.distributed:
@@ -324,6 +333,19 @@ class Trainer:
         if has_checkpoint(self.run_dir):
             return f"the last good checkpoint is in {self.run_dir}"
         return "no checkpoint had been written yet, so no run folder is kept"
+
+
+def check_cuda_graphs(config: TrainConfig, device: torch.device, ranks: Ranks) -> None:
+    """One-line errors for what CUDA graphs of the training step cannot be combined with."""
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graphs needs a CUDA device, got {device}")
+    conflicts = [name for name, asked in (("torchrun processes", ranks.distributed), ("compile", config.compile),
+                                          ("progressive_min_size", config.progressive_min_size > 0),
+                                          ("checkpoint_activations", config.checkpoint_activations))
+                 if asked]
+    if conflicts:
+        raise ValueError(f"cuda_graphs replays one fixed-shape step and cannot be combined with "
+                         f"{', '.join(conflicts)}")
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
