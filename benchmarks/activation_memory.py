@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common import benchmark_parser, write_result
+from resnetlab.machine import describe_machine
 from resnetlab.models import build_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine, write_result  # noqa: E402
 
 MIB = 2**20
 
@@ -77,12 +76,11 @@ def measure(model_name: str, batch: int, steps: int, checkpointing: bool, device
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="resnet1202")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--child", choices=["plain", "checkpointed"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -104,8 +102,8 @@ def main() -> int:
     time_ratio = results["checkpointed"]["seconds_per_step"] / results["plain"]["seconds_per_step"]
     print(f"checkpointing: {memory_ratio:.1f}x less peak step memory, {time_ratio:.2f}x the time per step")
     record = dict(benchmark="activation_memory", model=args.model, batch=args.batch, input="3x32x32 fp32",
-                  steps=args.steps, device=args.device, machine=machine(), results=results,
-                  memory_ratio=memory_ratio, time_ratio=time_ratio)
+                  steps=args.steps, device=args.device, machine=describe_machine(torch.device(args.device)),
+                  results=results, memory_ratio=memory_ratio, time_ratio=time_ratio)
     out = Path(args.out) / f"activation_memory-{args.model}-b{args.batch}.json"
     write_result(out, record)
     print(f"written {out}")

@@ -15,16 +15,13 @@ reference) and under bf16 autocast, with their cosine similarity and the relativ
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
+from common import benchmark_parser, write_result
 from resnetlab.data import load_dataset, synthetic_dataset
 from resnetlab.experiments.common import fixed_batch
-from resnetlab.machine import cpu_name
+from resnetlab.machine import describe_machine
 from resnetlab.models import build_model
 
 
@@ -55,7 +52,7 @@ def compare(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> di
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, out=False)
     parser.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--out", help="also write the results as JSON here")
@@ -65,8 +62,8 @@ def main() -> int:
     except (FileNotFoundError, ValueError):
         dataset, source = synthetic_dataset(num_samples=args.batch, channels=1, size=28), "synthetic"
     x, y = fixed_batch(dataset, args.batch, torch.device("cpu"), channels_last=True)
-    print(f"{cpu_name()}, torch {torch.__version__}, "
-          f"{len(y)} {source} images, train mode, reference fp32")
+    machine = describe_machine(torch.device("cpu"))
+    print(f"{machine}; {len(y)} {source} images, train mode, reference fp32")
     print(f"{'model':<10} {'cosine':>8} {'grad rel err':>13} {'logit rel err':>14}")
     rows = []
     for name in args.models:
@@ -74,7 +71,7 @@ def main() -> int:
         rows.append(row)
         print(f"{name:<10} {row['cosine']:>8.4f} {row['grad_rel_error']:>13.3f} {row['logit_rel_error']:>14.4f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(dict(data=source, torch=torch.__version__, rows=rows), indent=1))
+        write_result(args.out, dict(data=source, machine=machine, rows=rows))
     return 0
 
 

@@ -10,14 +10,13 @@ ratio eager / graphed. Needs a CUDA GPU.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from common import benchmark_parser, write_result
+from resnetlab.machine import describe_machine
 from resnetlab.models import build_model
 from resnetlab.train.engine import cuda_graphed, train_steps
 
@@ -46,7 +45,7 @@ def step_ms(name: str, graphs: bool, batch: int, precision: str, steps: int) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, out=False)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56"])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
@@ -57,7 +56,8 @@ def main() -> int:
         print("cuda_graphs.py needs a CUDA GPU; none is visible", file=sys.stderr)
         return 2
     rows = []
-    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {args.batch}, {args.precision}")
+    machine = describe_machine(torch.device("cuda"))
+    print(f"{machine}; batch {args.batch}, {args.precision}")
     for name in args.models:
         eager = step_ms(name, False, args.batch, args.precision, args.steps)
         graphed = step_ms(name, True, args.batch, args.precision, args.steps)
@@ -65,9 +65,7 @@ def main() -> int:
                          ratio=round(eager / graphed, 2)))
         print(f"{name:>10}: eager {eager:.2f} ms/step, CUDA graphs {graphed:.2f} ms/step, {eager / graphed:.2f}x")
     if args.out:
-        Path(args.out).write_text(json.dumps(dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__,
-                                                  batch=args.batch, precision=args.precision, rows=rows),
-                                             indent=2) + "\n")
+        write_result(args.out, dict(machine=machine, batch=args.batch, precision=args.precision, rows=rows))
     return 0
 
 

@@ -11,19 +11,16 @@ counted). Writes benchmarks/results/progressive_resize.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
+from common import benchmark_parser, repeat, timed_steps, write_result
 from resnetlab.data import DeviceLoader, synthetic_dataset
+from resnetlab.machine import describe_machine
 from resnetlab.models import build_model
 from resnetlab.train.engine import progressive_size, resize_batch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine, write_result  # noqa: E402
-from train_throughput import repeat, timed_steps  # noqa: E402
 
 
 def resized(batches, side: int):
@@ -32,7 +29,7 @@ def resized(batches, side: int):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
@@ -40,7 +37,6 @@ def main() -> int:
     parser.add_argument("--min-size", type=int, default=16)
     parser.add_argument("--ramp", type=float, nargs=2, default=[0.25, 0.75])
     parser.add_argument("--epochs", type=int, default=44)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
     full = 28
@@ -54,14 +50,15 @@ def main() -> int:
         speed[side] = timed_steps(model, resized(repeat(loader), side), args.steps, args.warmup, "bf16")
     full_epochs = sum(speed[full] / speed[side] for side in schedule)
 
-    print(f"machine: {machine()}")
+    machine = describe_machine()
+    print(f"machine: {machine}")
     for side, images_per_s in speed.items():
         ratio = images_per_s / speed[full]
         print(f"{side:>3} x {side:<3} {images_per_s:8.1f} images/s   {ratio:.2f}x of {full} x {full}")
     print(f"schedule ({args.epochs} epochs, from {args.min_size} over {args.ramp[0]:g}..{args.ramp[1]:g} of "
           f"training): {' '.join(map(str, schedule))}")
     print(f"it costs {full_epochs:.1f} full-size epochs: {args.epochs / full_epochs:.2f}x the epochs in the same time")
-    result = dict(model=args.model, batch=args.batch, steps=args.steps, machine=machine(),
+    result = dict(model=args.model, batch=args.batch, steps=args.steps, machine=machine,
                   images_per_s={str(side): round(v, 1) for side, v in speed.items()},
                   schedule=schedule, full_size_epochs=round(full_epochs, 2),
                   epochs_ratio=round(args.epochs / full_epochs, 2))

@@ -15,23 +15,20 @@ benchmarks/results/prune_easy.json.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 import torch
 
+from common import benchmark_parser, repeat, timed_steps, write_result
 from resnetlab.data import DeviceLoader, synthetic_dataset
+from resnetlab.machine import describe_machine
 from resnetlab.models import build_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine, write_result  # noqa: E402
-from train_throughput import repeat, timed_steps  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=28)
@@ -39,7 +36,6 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
     data = synthetic_dataset(num_samples=args.samples, channels=1, size=args.size)
@@ -57,7 +53,7 @@ def main() -> int:
                                             sample_losses=pruned))
     plain_speed, pruned_speed = (statistics.median(speeds[name]) for name in ("plain", "pruned"))
     result = dict(model=args.model, batch=args.batch, size=args.size, samples=args.samples, steps=args.steps,
-                  rounds=args.rounds, machine=machine(), pruned_pass_steps=len(pruned),
+                  rounds=args.rounds, machine=describe_machine(), pruned_pass_steps=len(pruned),
                   plain_pass_steps=len(plain),
                   plain_images_per_s=[round(s, 1) for s in speeds["plain"]],
                   pruned_images_per_s=[round(s, 1) for s in speeds["pruned"]],

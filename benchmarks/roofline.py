@@ -19,7 +19,6 @@ target cannot be met on this machine. Writes benchmarks/results/roofline-<model>
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -32,12 +31,10 @@ from typing import Dict, Optional
 import torch
 import torchvision
 
+from common import benchmark_parser, write_result
 from resnetlab.analysis.summary import count_macs
-from resnetlab.bench import machine_name
-from resnetlab.export import time_batches
-
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import write_result  # noqa: E402
+from resnetlab.machine import describe_machine
+from resnetlab.optimize import time_batches
 
 TARGETS = {"fp32": 2.0, "bf16": 3.5, "int8": 6.0}  # the inference issue's ratios to the reference
 PEAK_SOURCE = Path(__file__).with_name("peak_fma.c")
@@ -88,13 +85,12 @@ def matmul_macs_per_s(dtype: torch.dtype, n: int, seconds: float) -> Optional[fl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="resnet50", help="a torchvision ResNet (default resnet50)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--n", type=int, default=2048, help="matmul side (default 2048)")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per measurement (default 5)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
     threads = torch.get_num_threads()
@@ -116,14 +112,13 @@ def main() -> int:
                          ceiling_images_per_s=round(ceiling, 1), ceiling_ratio=round(ceiling / reference, 2),
                          target_ratio=TARGETS[name], target_share_of_peak=peak and round(needed / peak, 3)))
     result = dict(model=args.model, batch=args.batch, size=args.size, macs_per_image=macs, threads=threads,
-                  machine=machine_name(), torch_version=torch.__version__,
+                  machine=describe_machine(), torch_version=torch.__version__,
                   reference_images_per_s=round(reference, 1),
                   reference_share_of_fp32_peak=rows[0]["unit_peak_gmacs_per_s"] and
                   round(reference * macs / (rows[0]["unit_peak_gmacs_per_s"] * 1e9), 3),
                   matmul_n=args.n, rows=rows)
 
-    print(f"{args.model}: {macs / 1e9:.3f} GMACs per {args.size}x{args.size} image; {result['machine']}, "
-          f"{threads} threads, torch {torch.__version__}")
+    print(f"{args.model}: {macs / 1e9:.3f} GMACs per {args.size}x{args.size} image; {result['machine']}")
     print(f"reference (torchvision eager fp32, batch {args.batch}): {reference:.1f} images/s")
     if not peaks_before:
         print("no unit peak (needs gcc and AVX-512): the ceilings below come from the matmuls")

@@ -14,7 +14,6 @@ ratio. Writes benchmarks/results/shortcut_layout.json.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -23,12 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common import benchmark_parser, repeat, timed_steps, write_result
 from resnetlab.data import DeviceLoader, synthetic_dataset
+from resnetlab.machine import describe_machine
 from resnetlab.models import ZeroPadShortcut, build_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine, write_result  # noqa: E402
-from train_throughput import repeat, timed_steps  # noqa: E402
 
 
 class SlicedShortcut(nn.Module):
@@ -52,7 +49,7 @@ def with_sliced_shortcuts(model: nn.Module) -> nn.Module:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=28)
@@ -60,7 +57,6 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
     data = synthetic_dataset(num_samples=4096, channels=args.channels, size=args.size)
@@ -83,7 +79,7 @@ def main() -> int:
     reference_speed, ours_speed = (statistics.median(speeds[name]) for name in ("reference", "resnetlab"))
 
     result = dict(model=args.model, batch=args.batch, size=args.size, channels=args.channels, steps=args.steps,
-                  rounds=args.rounds, machine=machine(),
+                  rounds=args.rounds, machine=describe_machine(),
                   reference_images_per_s=[round(s, 1) for s in speeds["reference"]],
                   resnetlab_images_per_s=[round(s, 1) for s in speeds["resnetlab"]],
                   ratio_of_medians=round(ours_speed / reference_speed, 3))

@@ -11,47 +11,30 @@ benchmarks/results/time_to_accuracy-<recipe>[-<tag>].json.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
-from resnetlab.fileio import atomic_write_text
-from resnetlab.machine import cpu_name
+from common import benchmark_parser, write_result
+from resnetlab.machine import describe_machine
+from resnetlab.options import parse_options
 from resnetlab.train import resolve_config, train
 
 TARGETS = (93.0, 95.0)
 
 
-def machine() -> str:
-    """A one-line description of the machine (CPU model, torch threads and version)."""
-    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def write_result(path: str | Path, result: dict) -> Path:
-    """Write a benchmark's result as JSON (atomically, making its folder)."""
-    return atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--recipe", default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--tag", default="", help="added to the JSON file's name (runs with --set)")
     parser.add_argument("--keep", metavar="RUN_DIR", help="keep the run folder (weights, curves) here")
     args = parser.parse_args()
-    overrides = {}
-    for pair in args.set:
-        key, _, raw = pair.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            overrides[key] = raw
+    try:
+        overrides = parse_options(args.set)
+    except ValueError as error:
+        parser.error(str(error))
     with tempfile.TemporaryDirectory() as runs:
         run_dir = Path(args.keep) if args.keep else Path(runs) / "tta"
         config = resolve_config(args.recipe, overrides=dict(overrides, data="fashion-mnist", out=str(run_dir.parent),
@@ -63,7 +46,7 @@ def main() -> int:
     for target in TARGETS:
         row = next((r for r in history if r["test_top1"] >= target), None)
         reached[str(target)] = None if row is None else dict(epoch=row["epoch"], wall_s=round(row["wall_s"], 1))
-    result = dict(recipe=args.recipe, overrides=overrides, machine=machine(), reached=reached,
+    result = dict(recipe=args.recipe, overrides=overrides, machine=describe_machine(), reached=reached,
                   final_top1=history[-1]["test_top1"], best_top1=max(r["test_top1"] for r in history),
                   epochs=[dict(epoch=r["epoch"], test_top1=round(r["test_top1"], 2), wall_s=round(r["wall_s"], 1),
                                train_images_per_s=round(r["train_images_per_s"])) for r in history])

@@ -13,9 +13,7 @@ images/s of each and the ratio; writes benchmarks/results/train_throughput.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from common import benchmark_parser, repeat, timed_steps, write_result
 from resnetlab.data import DeviceLoader, synthetic_dataset
+from resnetlab.machine import describe_machine
 from resnetlab.models import build_model
-from resnetlab.train.engine import train_steps
-
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import machine, write_result  # noqa: E402
 
 
 class PerSampleDataset(Dataset):
@@ -46,41 +42,13 @@ class PerSampleDataset(Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def timed_steps(model, batches, steps: int, warmup: int, precision: str, sample_losses=None) -> float:
-    """Images/s over ``steps`` training steps after ``warmup`` steps (``sample_losses``: as train_steps takes it)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    iterator = iter(batches)
-    count = {"n": 0}
-
-    def stop_after(n):
-        def on_step(_stats) -> bool:
-            count["n"] += 1
-            return count["n"] >= n
-        return on_step
-
-    train_steps(model, iterator, optimizer, scheduler, device=torch.device("cpu"), precision=precision,
-                on_step=stop_after(warmup), sample_losses=sample_losses)
-    count["n"] = 0
-    start = time.perf_counter()
-    stats = train_steps(model, iterator, optimizer, scheduler, device=torch.device("cpu"), precision=precision,
-                        on_step=stop_after(steps), sample_losses=sample_losses)
-    return stats.samples / (time.perf_counter() - start)
-
-
-def repeat(loader):
-    while True:
-        yield from loader
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
     data = synthetic_dataset(num_samples=10_000, channels=3, size=32)  # CIFAR-shaped
@@ -101,7 +69,7 @@ def main() -> int:
     ours_loader = DeviceLoader(data, args.batch, train=True, augment="crop-flip", pad=4, channels_last=True)
     ours = timed_steps(ours_model, repeat(ours_loader), args.steps, args.warmup, "bf16")
 
-    result = dict(model=args.model, batch=args.batch, steps=args.steps, machine=machine(),
+    result = dict(model=args.model, batch=args.batch, steps=args.steps, machine=describe_machine(),
                   reference_images_per_s=round(reference, 1), resnetlab_images_per_s=round(ours, 1),
                   ratio=round(ours / reference, 2))
     print(f"machine: {result['machine']}")

@@ -14,6 +14,11 @@ import pytest
 import torch
 
 from resnetlab.cli import main
+from resnetlab.train import resolve_config
+
+TINY = dict(model="resnet8", data="synthetic", batch_size=32, epochs=2, precision="fp32", channels_last=False,
+            optimizer="adamw", lr=0.003, schedule="cosine", augment="none", flip_tta=False, quiet=True,
+            train_subset=512, test_subset=256)
 
 
 def run_cli(capsys, *argv):
@@ -56,6 +61,11 @@ def randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
             m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
             m.bias.data.copy_(torch.rand(m.num_features, generator=generator) * 0.2 - 0.1)
     return model.eval()
+
+
+def tiny_config(tmp_path: Path, **overrides):
+    """The config of a short fp32 run of resnet8 on synthetic data, written under tmp_path/runs."""
+    return resolve_config("default", overrides=dict(TINY, out=str(tmp_path / "runs"), **overrides))
 
 
 def make_idx_dataset(folder: Path, gz: bool = False, n_train: int = 12, n_test: int = 5, seed: int = 0,

@@ -114,7 +114,7 @@ def folder_key(root: Path, samples: Sequence[Tuple[str, int]], classes: Sequence
 
 
 def channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (computed in chunks, in float64)."""
+    """Per-channel mean and std of uint8 images, in [0, 1] units (in chunks, in float64); std >= 1/255."""
     count = images.shape[0] * images.shape[2] * images.shape[3]
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -123,7 +123,8 @@ def channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float,
         total += values.sum(dim=(0, 2, 3))
         squares += values.square().sum(dim=(0, 2, 3))
     mean = total / count
-    std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
+    # At least one grey level: a channel that never varies (a grey or single-colour folder) must not divide by 0.
+    std = (squares / count - mean.square()).clamp(min=0).sqrt().clamp(min=1 / 255)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 

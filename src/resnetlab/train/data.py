@@ -14,7 +14,7 @@ from ..data.folder_cache import load_folder_in_memory
 from .config import TrainConfig
 from .distributed import ALONE, Ranks, from_main
 
-__all__ = ["DataBundle", "prepare_data", "set_epoch"]
+__all__ = ["DataBundle", "no_full_batch", "prepare_data", "set_epoch"]
 
 
 @dataclass
@@ -61,6 +61,8 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
     train_set = _head(train_set, config.train_subset)
     eval_set = _head(eval_set, config.test_subset)
     batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
+    if len(train_set) // ranks.world_size < batch:
+        raise no_full_batch(config.batch_size)
     shard = dict(rank=ranks.rank, world_size=ranks.world_size)
     train = DeviceLoader(train_set, batch, train=True, device=device, augment=config.augment,
                          pad=config.pad, erase=config.erase, seed=config.seed, channels_last=config.channels_last,
@@ -70,6 +72,12 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
     c, h, w = train_set.image_shape
     return DataBundle(train, test, list(train_set.classes), c, (h, w), train_set.mean, train_set.std, split, note,
                       crop_fraction=None if isinstance(source, DatasetSource) else 1.0)
+
+
+def no_full_batch(batch_size: int) -> ValueError:
+    """The error for a training set too small for one batch of ``batch_size`` (per process)."""
+    return ValueError(f"batch_size {batch_size} is larger than the training set (per process): not one full batch "
+                      "per epoch; pass a smaller --batch-size")
 
 
 def _folder_in_memory(path: Path, config: TrainConfig, main: bool) -> Tuple[Optional[tuple], str]:

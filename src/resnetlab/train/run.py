@@ -34,7 +34,7 @@ from .checkpoint import (
     weights_preprocessing,
 )
 from .config import TrainConfig, apply_overrides, load_toml, to_toml, validate
-from .data import prepare_data, set_epoch
+from .data import no_full_batch, prepare_data, set_epoch
 from .distributed import (
     ALONE,
     Ranks,
@@ -102,8 +102,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.steps_per_epoch = len(self.data.train)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size {config.batch_size} is larger than the training set (per process): not one "
-                             "full batch per epoch; pass a smaller --batch-size")
+            raise no_full_batch(config.batch_size)
         self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.optimizer = build_optimizer(self.model, config)

@@ -1,0 +1,123 @@
+"""The `eval` and `predict` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import PROG, UsageError
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Print the figures and write the confusion matrix (--confusion, else next to the weights).
+
+    A default location that cannot be written is reported on stderr and the exit status stays 0;
+    a --confusion path that cannot be written is an error (exit 2), after the figures.
+    """
+    import torch
+
+    from ..analysis.plots import plot_confusion
+    from ..errors import one_line
+    from ..inference import evaluate_checkpoint
+
+    if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
+        raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
+    result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
+                                 args.device, args.split, args.flip_tta, args.engine, args.precision,
+                                 args.calibration, args.shift_tta)
+    weights = Path(args.weights)
+    png = Path(args.confusion or weights.with_name(f"{weights.stem}-confusion-{result['data']}-{result['split']}.png"))
+    failure = ""
+    try:
+        plot_confusion(torch.tensor(result["confusion"]), result["classes"], png,
+                       title=f"{weights.name} on {result['description']}")
+    except OSError as error:
+        failure = f"cannot write the confusion matrix to {png}: {one_line(error)}"
+    if args.json:
+        print(json.dumps(dict(result, confusion_png=None if failure else str(png)), indent=2))
+    else:
+        tags = [result["engine"], result["precision"]]
+        if tags == ["torch", "fp32"]:
+            tags = []
+        tags += [name for name in ("flip-tta", "shift-tta") if result[name.replace("-", "_")]]
+        tag = f" [{' '.join(tags)}]" if tags else ""
+        print(f"{result['description']}{tag}: top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  "
+              f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
+        width = max(len(c) for c in result["classes"])
+        for name, accuracy in zip(result["classes"], result["per_class_top1"]):
+            print(f"  {name:<{width}}  {accuracy:6.2f}%")
+        if not failure:
+            print(f"confusion matrix written to {png}")
+    if failure and args.confusion:
+        print(f"{PROG}: error: {failure}", file=sys.stderr)
+        return 2
+    if failure:
+        print(f"{PROG}: warning: {failure} (pass --confusion PNG to write it elsewhere)", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..inference import Predictor
+
+    if args.topk < 1:
+        raise UsageError(f"--topk must be >= 1, got {args.topk}")
+    predictor = Predictor(args.weights, args.model, args.device, args.engine, args.precision, args.calibration,
+                          args.flip_tta, args.shift_tta)
+    failures = 0
+    for prediction in predictor.predict(args.images, args.topk):
+        if prediction.error:
+            failures += 1
+            print(f"{prediction.path}: error: {prediction.error}", file=sys.stderr)
+            continue
+        ranked = ", ".join(f"{c} {p:.3f}" for c, p in zip(prediction.classes, prediction.probabilities))
+        print(f"{prediction.path}: {ranked}")
+    return 1 if failures else 0
+
+
+def add_tta_flags(parser: argparse.ArgumentParser) -> None:
+    """--flip-tta and --shift-tta."""
+    parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the logits of each image and its mirror (default: as the checkpoint's "
+                        "training did)")
+    parser.add_argument("--shift-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="also average in the four 1-pixel shifts of each view (default: as the "
+                        "checkpoint's training did)")
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """--engine, --precision and --calibration."""
+    parser.add_argument("--engine", default="torch", help="torch or onnx (ONNX Runtime; weights may be an .onnx file)")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 (torch) or int8")
+    parser.add_argument("--calibration", metavar="DATA", help="int8 calibration images: dataset name, image folder "
+                        "or .npy/.pt tensor (default: the data's or the checkpoint's dataset)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `eval` and `predict` subcommands."""
+    p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True, help="dataset name or image folder")
+    p.add_argument("--data-dir")
+    p.add_argument("--split", default="test", choices=["train", "test"],
+                   help="an image folder's train/ or val/ (else test/); a folder without them is read whole")
+    p.add_argument("--model", help="architecture, for checkpoints that do not name it")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--confusion", metavar="PNG", help="where to write the confusion matrix (default: next to "
+                   "the weights, <weights stem>-confusion-<data>-<split>.png)")
+    add_tta_flags(p)
+    add_engine_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of image files or folders")
+    p.add_argument("--weights", required=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", help="architecture, for checkpoints that do not name it")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    add_tta_flags(p)
+    add_engine_flags(p)
+    p.set_defaults(func=cmd_predict)
