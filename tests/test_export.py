@@ -1,5 +1,5 @@
-"""Inference paths and export: BN folding, optimize_for_inference, verified ONNX / TorchScript /
-safetensors files, the onnx engine in eval and predict, the bench, and bad input."""
+"""Export: BN folding, verified ONNX / TorchScript / safetensors files, the onnx engine in eval
+and predict, the format registry, and bad input."""
 
 from __future__ import annotations
 
@@ -11,54 +11,24 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import randomize_norms, run_cli
 from resnetlab import create_model, list_models
-from resnetlab.bench import run_bench
-from resnetlab.cli import main
 from resnetlab.export import (
     FORMAT_PRECISIONS,
     FORMATS,
+    REGISTRY,
     OnnxModel,
     compare,
+    default_output,
+    export_checkpoint,
     export_model,
     fold_batchnorm,
     load_export,
-    optimize_for_inference,
 )
 from resnetlab.inference import Predictor, evaluate_checkpoint
 from resnetlab.models import get_spec
-from resnetlab.train import resolve_config, train
 
 pytest.importorskip("onnxruntime")
-
-
-def randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine parameters, so folding has something to fold."""
-    generator = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=generator) * 0.2 - 0.1)
-    return model.eval()
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A resnet8 trained briefly on the synthetic dataset: (weights path, its fp32 test accuracy)."""
-    out = tmp_path_factory.mktemp("runs")
-    config = resolve_config("default", overrides=dict(
-        model="resnet8", data="synthetic", batch_size=64, epochs=3, precision="fp32", channels_last=False,
-        optimizer="adamw", lr=0.003, schedule="cosine", augment="none", flip_tta=False, quiet=True, out=str(out),
-        name="r8"))
-    result = train(config)
-    return Path(result["run_dir"]) / "best.safetensors", result["test_top1"]
 
 
 @pytest.mark.parametrize("name,options", [("resnet20", {}), ("resnet50", {}), ("resnet18", {"stem": "deep"}),
@@ -73,88 +43,6 @@ def test_fold_batchnorm_is_exact_and_leaves_no_conv_bn_pair(name, options):
     # Only the deep stem's bn1 follows a Sequential rather than a conv; everything else is folded.
     assert len(remaining) == (1 if options.get("stem") == "deep" else 0)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
-
-
-def test_optimize_for_inference_paths(trained):
-    weights, _ = trained
-    model = create_model("resnet8", weights=weights).eval()
-    x = torch.randn(32, 3, 32, 32)
-    fp32 = optimize_for_inference(model, "fp32", compile=False)
-    agreement = compare(model, fp32, x)
-    assert agreement.max_abs_diff <= 1e-4 and agreement.top1_agreement == 1.0
-    assert fp32(x).dtype == torch.float32 and not fp32(x).requires_grad
-    bf16 = optimize_for_inference(model, "bf16", compile=False)
-    assert next(bf16.model.parameters()).dtype == torch.bfloat16
-    assert compare(model, bf16, x).top1_agreement >= 0.9
-    with pytest.raises(ValueError, match="int8 needs calibration"):
-        optimize_for_inference(model, "int8")
-    with pytest.raises(ValueError, match=r"shape \[8, 1, 32, 32\]; the model takes N x 3 x H x W"):
-        optimize_for_inference(model, "int8", calibration=torch.randn(8, 1, 32, 32))
-    with pytest.raises(ValueError, match="unknown precision 'fp8'; accepted: fp32, bf16, int8"):
-        optimize_for_inference(model, "fp8")
-    int8 = optimize_for_inference(model, "int8", calibration=torch.randn(64, 3, 32, 32), int8_engine="torch")
-    quantized = [m for m in int8.model.modules() if "quantized" in type(m).__module__]
-    assert quantized, "int8 holds quantized modules"
-    assert compare(model, int8, x).max_abs_diff < 0.25 * compare(model, int8, x).logit_scale
-
-
-def test_auto_keeps_the_int8_engine_and_the_compilation_that_measure_faster(trained):
-    import re
-
-    weights, _ = trained
-    model = create_model("resnet8", weights=weights).eval()
-    x, calibration = torch.randn(8, 3, 32, 32), torch.randn(64, 3, 32, 32)
-
-    def kept_the_faster(choice: str, pattern: str) -> str:
-        match = re.fullmatch(pattern, choice)
-        assert match, choice
-        times = {name: float(ms) for name, ms in re.findall(r"(\w[\w ]*?) ([\d.]+) ms", choice.split(": ", 1)[1])}
-        assert times[match.group(1)] == min(times.values()), choice  # (as printed: ties can happen)
-        return match.group(1)
-
-    auto = optimize_for_inference(model, "int8", calibration=calibration, example=x)
-    kept = kept_the_faster(auto.choice, r"(torch FX int8|ONNX Runtime int8) \(measured per batch of 8: "
-                                        r"torch FX int8 [\d.]+ ms, ONNX Runtime int8 [\d.]+ ms\)")
-    assert isinstance(auto.model, OnnxModel) == (kept == "ONNX Runtime int8")
-    assert compare(model, auto, x).max_abs_diff < 0.25 * compare(model, auto, x).logit_scale
-    import resnetlab.export
-
-    def broken(*args, **kwargs):
-        raise ModuleNotFoundError("No module named 'onnxscript'")
-
-    with pytest.MonkeyPatch.context() as patch:  # auto falls back to torch FX when ONNX cannot be built
-        patch.setattr(resnetlab.export, "onnx_runtime_model", broken)
-        with pytest.warns(UserWarning, match="ONNX Runtime int8 could not be built .*onnxscript.*keeping torch FX"):
-            fallback = optimize_for_inference(model, "int8", calibration=calibration, example=x)
-        assert fallback.choice == "torch FX int8"
-    onnx = optimize_for_inference(model, "int8", calibration=calibration, int8_engine="onnx")
-    assert isinstance(onnx.model, OnnxModel) and onnx.choice == "ONNX Runtime int8"
-    fp32 = optimize_for_inference(model, "fp32", example=x)  # compile="auto"
-    kept = kept_the_faster(fp32.choice, r"(fp32 compiled|fp32 eager) \(measured per batch of 8: "
-                                        r"fp32 compiled [\d.]+ ms, fp32 eager [\d.]+ ms\)")
-    assert fp32.compiled == (kept == "fp32 compiled")
-    assert compare(model, fp32, x).max_abs_diff <= 1e-4 * max(1.0, compare(model, fp32, x).logit_scale)
-    with pytest.raises(ValueError, match="compile must be True, False or 'auto', got 'yes'"):
-        optimize_for_inference(model, "fp32", compile="yes")
-    with pytest.raises(ValueError, match="unknown int8 engine 'tvm'"):
-        optimize_for_inference(model, "int8", calibration=calibration, int8_engine="tvm")
-
-
-def test_compiled_path_matches_eager():
-    model = randomize_norms(create_model("resnet20"))
-    x = torch.randn(4, 3, 32, 32)
-    # A model of the same class compiled before at another batch size kept the next from freezing.
-    optimize_for_inference(create_model("resnet8").eval(), "fp32", compile=True, example=torch.randn(8, 3, 32, 32))
-    compiled = optimize_for_inference(model, "fp32", compile=True, example=x)
-    agreement = compare(model, compiled, x)
-    assert agreement.max_abs_diff <= 1e-4 * max(1.0, agreement.logit_scale)
-    # frozen: the compiled graph holds its own (prepacked) conv weights, not the module's, at every batch size
-    other = torch.randn(16, 3, 32, 32)
-    before, before_other = compiled(x), compiled(other)
-    with torch.no_grad():
-        for conv in [m for m in compiled.model.modules() if isinstance(m, torch.nn.Conv2d)]:
-            conv.weight.zero_()
-    assert torch.equal(compiled(x), before) and torch.equal(compiled(other), before_other)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -247,54 +135,6 @@ def test_eval_and_predict_on_onnx_runtime_and_int8(trained, tmp_path, capsys):
     assert code == 0 and "[onnx as exported]" in out
 
 
-def test_bench_measures_every_path_against_torchvision(trained):
-    model = create_model("resnet18", num_classes=10)
-    report = run_bench(model, "resnet18", batch=2, size=32, seconds=0.05,
-                       paths=["torchvision", "eager", "folded-cl", "onednn-graph", "onnx-fp32", "int8", "onnx-int8"])
-    rows = {r.name: r for r in report.results}
-    assert list(rows) == ["torchvision", "eager", "folded-cl", "onednn-graph", "onnx-fp32", "int8", "onnx-int8"]
-    assert not any(r.error for r in report.results), [r.error for r in report.results]
-    assert rows["torchvision"].ratio == 1.0 and rows["eager"].max_abs_diff == 0.0
-    assert all(r.images_per_s > 0 and r.latency_ms > 0 for r in report.results)
-    with torch.no_grad():
-        logit_scale = float(model(torch.randn(2, 3, 32, 32)).abs().max())
-    assert rows["folded-cl"].max_abs_diff <= 1e-4 * max(1.0, logit_scale)
-    weights, _ = trained  # a CIFAR net has no torchvision twin: resnetlab eager is the reference
-    report = run_bench(create_model("resnet8", weights=weights), "resnet8", batch=4, size=32, seconds=0.05,
-                       paths=["eager", "int8"])
-    assert report.reference.startswith("resnetlab eager") and report.results[0].name == "eager"
-
-
-def test_bench_cli_json_with_real_labels(trained, capsys, tmp_path):
-    weights, _ = trained
-    code, out, _ = run_cli(capsys, "bench", "--weights", weights, "--batch", 4, "--size", 32, "--seconds", 0.05,
-                           "--data", "synthetic", "--samples", 128, "--paths", "eager", "int8", "--json",
-                           "--output", tmp_path / "bench.json")
-    assert code == 0
-    report = json.loads(out)
-    assert report == json.loads((tmp_path / "bench.json").read_text())
-    assert report["check_images"] == "synthetic test (128 images)"
-    assert [r["name"] for r in report["results"]] == ["eager", "int8"]
-    assert all(r["accuracy"] is not None for r in report["results"])
-
-
-def test_bench_cli_exits_1_when_a_path_fails_and_still_reports(trained, capsys, tmp_path, monkeypatch):
-    import resnetlab.bench
-
-    def no_runtime(path):
-        raise RuntimeError("no ONNX Runtime on this machine")
-
-    monkeypatch.setattr(resnetlab.bench, "OnnxModel", no_runtime)
-    weights, _ = trained
-    code, out, err = run_cli(capsys, "bench", "--weights", weights, "--batch", 2, "--size", 32, "--seconds", 0.05,
-                             "--paths", "eager", "onnx-fp32", "--output", tmp_path / "bench.json")
-    assert code == 1
-    assert err.strip().splitlines()[-1] == "resnetlab: error: 1 of 2 paths failed: onnx-fp32 (the report names why)"
-    assert "failed" in out and "no ONNX Runtime on this machine" in out
-    rows = {r["name"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
-    assert rows["eager"]["images_per_s"] > 0 and "no ONNX Runtime" in rows["onnx-fp32"]["error"]
-
-
 def test_export_bad_input_is_one_line_exit_2_and_writes_nothing(trained, tmp_path, capsys):
     weights, _ = trained
     np.save(tmp_path / "gray.npy", np.zeros((8, 1, 32, 32), dtype=np.float32))
@@ -351,3 +191,14 @@ def test_torchscript_export_survives_the_stale_operator_ids_torch_library_leaves
         assert key not in table
     finally:
         table.pop(key, None)
+
+
+def test_the_registry_names_each_format_its_suffix_precisions_and_default_output(trained, tmp_path):
+    assert FORMATS == tuple(REGISTRY) and FORMAT_PRECISIONS == {f: REGISTRY[f].precisions for f in FORMATS}
+    assert default_output("runs/x/best.safetensors", "onnx", "int8") == Path("runs/x/best-int8.onnx")
+    assert default_output("best.safetensors", "torchscript", "bf16") == Path("best-bf16.ts")
+    weights, _ = trained
+    with pytest.raises(ValueError, match="would overwrite the weights; pass -o"):
+        export_checkpoint(weights, "safetensors", output=weights)
+    with pytest.raises(ValueError, match="--samples must be >= 1, got 0"):
+        export_checkpoint(weights, "onnx", samples=0, output=tmp_path / "m.onnx")

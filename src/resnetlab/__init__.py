@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .analysis import count_macs, format_summary, model_info, summarize
-from .export import export_model, fold_batchnorm, optimize_for_inference
+from .export import export_model, fold_batchnorm
 from .models import BasicBlock, Bottleneck, ResNet, list_models
 from .models.zoo import build_model
+from .optimize import optimize_for_inference
 from .weights import load_model, load_weights, read_checkpoint, save_weights
 
 __version__ = "0.1.0"

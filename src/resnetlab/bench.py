@@ -9,14 +9,18 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .data.readers import one_line
-from .export import OnnxModel, fold_batchnorm, optimize_for_inference, time_batches, write_export
-from .machine import cpu_name
+from .data.inputs import load_inputs
+from .errors import one_line
+from .export import OnnxModel, calibration_images, fold_batchnorm, write_export
+from .machine import describe_machine
+from .models import build_model
+from .optimize import optimize_for_inference, time_batches
+from .weights import load_model
 
 PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "int8", "onnx-int8")
 DESCRIPTIONS = {
@@ -65,16 +69,6 @@ class BenchReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
-
-
-def machine_name() -> str:
-    """CPU model name and core count (and the GPU when there is one)."""
-    import os
-
-    text = f"{cpu_name()}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name()}"
-    return text
 
 
 def torchvision_twin(model: nn.Module, arch: str) -> Optional[nn.Module]:
@@ -162,7 +156,7 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
     twin = torchvision_twin(model, arch)
     reference_name = "torchvision" if twin is not None else "eager"
     report = BenchReport(arch, batch, size, model.in_chans, torch.get_num_threads(), weights, check_name,
-                         machine_name(), torch.__version__, DESCRIPTIONS[reference_name])
+                         describe_machine(), torch.__version__, DESCRIPTIONS[reference_name])
     fp32_logits = _logits(model, images)
     reference_speed = None
     with tempfile.TemporaryDirectory() as folder:
@@ -197,6 +191,39 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
             if progress is not None:
                 progress(result)
     return report
+
+
+
+def bench_checkpoint(model_name: Optional[str] = None, weights: Optional[Union[str, Path]] = None,
+                     options: Optional[Dict[str, Any]] = None, *, batch: int = 8, size: int = 224,
+                     seconds: float = 10.0, data: Optional[str] = None, data_dir: Optional[str] = None,
+                     samples: int = 1000, calibration: Optional[str] = None, paths: Optional[Sequence[str]] = None,
+                     progress: Optional[Callable[[PathResult], None]] = None) -> BenchReport:
+    """run_bench on the zoo model ``model_name`` with ``weights`` (default: random init, seed 0).
+
+    ``options`` are model options; with weights, those that change the stem or head (e.g.
+    in_chans=3 for 1-channel weights) adapt them. ``data``: each path is checked on ``samples``
+    images of its test split. int8 calibrates on ``calibration``, else on ``data``'s train split,
+    else on the check images.
+    """
+    options = options or {}
+    if weights:
+        model, metadata = load_model(weights, model_name, strict=not options, **options)
+        arch = model_name or metadata["arch"]
+    else:
+        if not model_name:
+            raise ValueError("pass --model NAME or --weights FILE")
+        torch.manual_seed(0)
+        model, metadata, arch = build_model(model_name, **options).eval(), {}, model_name
+    check = calibration_set = None
+    if data:
+        sample = load_inputs(data, metadata.get("preprocessing"), model.in_chans, samples, "test", data_dir)
+        check = (sample.images, sample.labels, sample.description)
+    if calibration or data:  # int8 ranges come from the train split, never from the checked images
+        calibration_set = calibration_images(calibration or data, metadata, model.in_chans, data_dir)
+    return run_bench(model, arch, batch=batch, size=size, seconds=seconds, check=check, calibration=calibration_set,
+                     paths=paths or list(PATHS), weights=str(weights) if weights else "random init (seed 0)",
+                     progress=progress)
 
 
 @torch.inference_mode()

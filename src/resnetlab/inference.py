@@ -11,41 +11,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import DATASETS, DeviceLoader, load_dataset
-from .data.inputs import ImagePreprocess, LabelledFolder, expand_paths, input_size, load_inputs
-from .data.readers import one_line
-from .export import (
-    ENGINES,
-    FORMAT_PRECISIONS,
-    PRECISIONS,
-    OnnxModel,
-    check_choice,
-    onnx_runtime_model,
-    optimize_for_inference,
-)
-from .train.engine import evaluate, predict_logits
-from .train.run import resolve_device
+from .data import DatasetSource, DeviceLoader, load_dataset, resolve_source
+from .data.inputs import ImagePreprocess, LabelledFolder, expand_paths, input_size
+from .device import inference_device
+from .errors import one_line
+from .evaluation import evaluate, predict_logits
+from .export import FORMAT_PRECISIONS, PRECISIONS, OnnxModel, calibration_images, check_choice
+from .optimize import ENGINES, onnx_runtime_model, optimize_for_inference
 from .weights import load_model
-
-CALIBRATION_IMAGES = 512
 
 
 def _check_arch(metadata: Dict[str, Any], model_name: Optional[str], weights: Union[str, Path]) -> None:
     arch = metadata.get("arch")
     if model_name and arch and model_name != arch:
         raise ValueError(f"weights {weights} are a {arch}, not a {model_name}")
-
-
-def calibration_images(calibration: Optional[str], metadata: Dict[str, Any], in_chans: int,
-                       data_dir: Optional[str] = None) -> torch.Tensor:
-    """Images to calibrate int8 ranges on: ``calibration`` (a dataset's train split, a folder or a
-    tensor file), else the train split of the dataset the checkpoint was trained on."""
-    preprocessing = metadata.get("preprocessing") or {}
-    source = calibration or (preprocessing.get("dataset") if preprocessing.get("dataset") in DATASETS else None)
-    if not source:
-        raise ValueError("int8 needs calibration images: pass --calibration DATA (a dataset name, an image folder, "
-                         "or a .npy / .pt tensor file)")
-    return load_inputs(source, preprocessing, in_chans, CALIBRATION_IMAGES, "train", data_dir).images
 
 
 def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = None, engine: str = "torch",
@@ -85,13 +64,6 @@ def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = No
                                   int8_engine="torch"), metadata
 
 
-def inference_device(device: str, engine: str, precision: str) -> torch.device:
-    """Where a model runs: ONNX Runtime and torch int8 run on the CPU, so there 'auto' means the CPU."""
-    if engine == "onnx" or (precision == "int8" and device == "auto"):
-        return torch.device("cpu")
-    return resolve_device(device)
-
-
 def recorded_tta(metadata: Dict[str, Any], view: str) -> bool:
     """Whether the checkpoint's training evaluated with the test views ``view`` ("flip_tta" or
     "shift_tta") averaged in; checkpoints that do not say were evaluated without."""
@@ -105,9 +77,10 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
                         shift_tta: Optional[bool] = None) -> Dict[str, Any]:
     """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a checkpoint on a dataset.
 
-    ``data`` is a dataset name (its ``split``) or an image folder (see LabelledFolder: its
-    val/ or train/ part, else all its images). ``flip_tta`` and ``shift_tta`` None average the
-    mirror and the 1-pixel shifts in when the checkpoint's training did. int8 calibrates on
+    ``data`` is a dataset name (its ``split``) or an image folder, a path or a folder of that name
+    under the data roots (see LabelledFolder: its val/ or train/ part, else all its images).
+    ``flip_tta`` and ``shift_tta`` None average the mirror and the 1-pixel shifts in when the
+    checkpoint's training did. int8 calibrates on
     ``calibration``, else on the train split of ``data`` when it is a dataset name, else on the
     checkpoint's own dataset. The result also names what was evaluated: ``data`` (dataset or
     folder name), ``split``, ``description``.
@@ -115,26 +88,25 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     target = inference_device(device, engine, precision)
-    if precision == "int8" and calibration is None and data.lower() in DATASETS:
-        calibration = data
+    source = resolve_source(data, data_dir, kinds=("dataset", "folder"))
+    if precision == "int8" and calibration is None and isinstance(source, DatasetSource):
+        calibration = source.name
     model, metadata = load_for_inference(weights, model_name, engine, precision, calibration, data_dir,
                                          str(target))
     flip_tta = recorded_tta(metadata, "flip_tta") if flip_tta is None else flip_tta
     shift_tta = recorded_tta(metadata, "shift_tta") if shift_tta is None else shift_tta
-    if data.lower() in DATASETS:
-        dataset = load_dataset(data, split, data_dir)
+    if isinstance(source, DatasetSource):
+        dataset = load_dataset(source.name, split, data_dir)
         if dataset.image_shape[0] != model.in_chans:
             raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; "
                              f"{data} has {dataset.image_shape[0]}")
-        classes, name, description = dataset.classes, data.lower(), f"{data} {split}"
+        classes, name, description = dataset.classes, source.name, f"{data} {split}"
         batches: Any = DeviceLoader(dataset, batch_size, train=False, device=target)
-    elif Path(data).expanduser().is_dir():
-        folder = LabelledFolder(data, split, metadata.get("preprocessing"), model.in_chans)
+    else:
+        folder = LabelledFolder(source.path, split, metadata.get("preprocessing"), model.in_chans)
         classes, split, description = folder.classes, folder.split, folder.description
         name = folder.path.resolve().name or "folder"
         batches = DataLoader(folder, batch_size=batch_size, shuffle=False, num_workers=2)
-    else:
-        raise ValueError(f"{data!r} is not a dataset name ({', '.join(DATASETS)}) or an image folder")
     if len(classes) != model.num_classes:
         raise ValueError(f"weights {weights} have {model.num_classes} classes; {data} has {len(classes)}")
     stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta,

@@ -1,0 +1,67 @@
+"""The bench: every inference path's speed against torchvision and its agreement with fp32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import run_cli
+from resnetlab import create_model
+from resnetlab.bench import bench_checkpoint, run_bench
+
+pytest.importorskip("onnxruntime")
+
+
+def test_bench_measures_every_path_against_torchvision(trained):
+    model = create_model("resnet18", num_classes=10)
+    report = run_bench(model, "resnet18", batch=2, size=32, seconds=0.05,
+                       paths=["torchvision", "eager", "folded-cl", "onednn-graph", "onnx-fp32", "int8", "onnx-int8"])
+    rows = {r.name: r for r in report.results}
+    assert list(rows) == ["torchvision", "eager", "folded-cl", "onednn-graph", "onnx-fp32", "int8", "onnx-int8"]
+    assert not any(r.error for r in report.results), [r.error for r in report.results]
+    assert rows["torchvision"].ratio == 1.0 and rows["eager"].max_abs_diff == 0.0
+    assert all(r.images_per_s > 0 and r.latency_ms > 0 for r in report.results)
+    with torch.no_grad():
+        logit_scale = float(model(torch.randn(2, 3, 32, 32)).abs().max())
+    assert rows["folded-cl"].max_abs_diff <= 1e-4 * max(1.0, logit_scale)
+    weights, _ = trained  # a CIFAR net has no torchvision twin: resnetlab eager is the reference
+    report = run_bench(create_model("resnet8", weights=weights), "resnet8", batch=4, size=32, seconds=0.05,
+                       paths=["eager", "int8"])
+    assert report.reference.startswith("resnetlab eager") and report.results[0].name == "eager"
+
+
+def test_bench_cli_json_with_real_labels(trained, capsys, tmp_path):
+    weights, _ = trained
+    code, out, _ = run_cli(capsys, "bench", "--weights", weights, "--batch", 4, "--size", 32, "--seconds", 0.05,
+                           "--data", "synthetic", "--samples", 128, "--paths", "eager", "int8", "--json",
+                           "--output", tmp_path / "bench.json")
+    assert code == 0
+    report = json.loads(out)
+    assert report == json.loads((tmp_path / "bench.json").read_text())
+    assert report["check_images"] == "synthetic test (128 images)"
+    assert [r["name"] for r in report["results"]] == ["eager", "int8"]
+    assert all(r["accuracy"] is not None for r in report["results"])
+
+
+def test_bench_cli_exits_1_when_a_path_fails_and_still_reports(trained, capsys, tmp_path, monkeypatch):
+    import resnetlab.bench
+
+    def no_runtime(path):
+        raise RuntimeError("no ONNX Runtime on this machine")
+
+    monkeypatch.setattr(resnetlab.bench, "OnnxModel", no_runtime)
+    weights, _ = trained
+    code, out, err = run_cli(capsys, "bench", "--weights", weights, "--batch", 2, "--size", 32, "--seconds", 0.05,
+                             "--paths", "eager", "onnx-fp32", "--output", tmp_path / "bench.json")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == "resnetlab: error: 1 of 2 paths failed: onnx-fp32 (the report names why)"
+    assert "failed" in out and "no ONNX Runtime on this machine" in out
+    rows = {r["name"]: r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
+    assert rows["eager"]["images_per_s"] > 0 and "no ONNX Runtime" in rows["onnx-fp32"]["error"]
+
+
+def test_bench_checkpoint_needs_a_model_or_weights():
+    with pytest.raises(ValueError, match="pass --model NAME or --weights FILE"):
+        bench_checkpoint()
