@@ -1,10 +1,12 @@
 # make setup: .venv with resnetlab and its dev tools; make test: lint + tests (one worker per core);
 # make train [ARGS="--epochs 3"]: the main job, ARGS passed on to resnetlab train.
+# make docs: the documentation site into site/ (mkdocs build --strict; installs .[docs]);
+# make results: README's generated headline figures refreshed, pages with generated tables into build/docs/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint train clean
+.PHONY: setup test lint train docs results clean
 
 $(BIN)/resnetlab: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,5 +24,15 @@ test: lint
 train: setup
 	bash scripts/quickstart.sh $(ARGS)
 
+$(BIN)/mkdocs: pyproject.toml | $(BIN)/resnetlab
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(BIN)/mkdocs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+results: setup
+	$(BIN)/python scripts/docs_gen.py
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache .ruff_cache

@@ -66,8 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--response-images", type=int, default=500, help="test images for the response stds")
     g.add_argument("--seed", type=int, default=0)
     for q in (e, g):
-        q.add_argument("--data", default="auto", help="auto (CIFAR-10 if found, else fashion-mnist), a dataset name "
-                       "or synthetic")
+        q.add_argument("--data", default="auto", help="auto (CIFAR-10 if found, else fashion-mnist), a dataset name, "
+                       "synthetic, or an image folder (decoded at 32x32, a stratified tenth held out)")
         q.add_argument("--data-dir")
         q.add_argument("--device", default="auto")
         q.add_argument("--out", help="output folder (default runs/<experiment>-<timestamp>)")

@@ -1,0 +1,816 @@
+"""Generated parts of the documentation: tables from measurement files and from the code.
+
+The documentation never carries a measured figure typed by hand. A page asks for a generated part
+with a marker line, ``<!-- generated: NAME -->``, which the MkDocs hook in this file (``hooks:`` in
+mkdocs.yml) replaces at build time with the part's markdown:
+
+- measured results come from the JSON files in ``benchmarks/results/`` and from the experiments'
+  CSV files and reports in ``docs/experiments/``;
+- the model zoo comes from ``resnetlab.model_info``, the CLI reference from
+  ``resnetlab.cli.build_parser()``, the recipes and config keys from ``resnetlab.train.config``.
+
+README.md is not built by MkDocs, so its headline figures sit between ``<!-- generated: headline -->``
+and ``<!-- end generated -->`` and are rewritten in place by
+
+    python scripts/docs_gen.py            # (make results) refresh README's block, write build/docs/*.md
+    python scripts/docs_gen.py --check    # exit 1 when README's block is out of date
+
+``build/docs/`` receives each page with its markers expanded, to read the tables without a site.
+Every row of a results table names its source file, the machine, the library versions, the date
+(the JSON's own ``date`` field where it has one, else the date git first recorded the file's
+content) and the command that writes the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+EXPERIMENTS = DOCS / "experiments"
+README = ROOT / "README.md"
+
+MARKER = re.compile(r"^<!-- generated: ([\w-]+) -->[ \t]*$", re.M)
+README_BLOCK = re.compile(r"(<!-- generated: headline -->\n)(.*?)(<!-- end generated -->)", re.S)
+
+# ---------------------------------------------------------------- sources and provenance
+
+
+@functools.cache
+def load_json(name: str) -> Dict[str, Any]:
+    """One results file, by its name in benchmarks/results/."""
+    return json.loads((RESULTS / name).read_text())
+
+
+@functools.cache
+def git_date(path: Path) -> str:
+    """The date git first recorded this file's content (it survives renames), or '' if git has none."""
+    try:
+        blob = subprocess.run(["git", "hash-object", str(path)], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dates = subprocess.run(["git", "log", "--format=%ad", "--date=short", f"--find-object={blob}"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return dates[-1] if dates else ""
+
+
+def date_of(name: str) -> str:
+    """A results file's date: its own field, else git's record, else 'not recorded'."""
+    data = load_json(name)
+    return str(data.get("date") or git_date(RESULTS / name) or "not recorded")
+
+
+def split_machine(text: str) -> Tuple[str, str]:
+    """'AMD EPYC, 2 threads, torch 2.15.0+cu132' -> ('AMD EPYC, 2 threads', 'torch 2.15.0+cu132')."""
+    match = re.match(r"(.*?),? (torch \S+)(.*)$", text)
+    if not match:
+        return text, ""
+    return match.group(1).strip(), (match.group(2) + match.group(3)).strip()
+
+
+def machine_and_versions(data: Dict[str, Any]) -> Tuple[str, str]:
+    """The machine and library versions a results file records (only what it has)."""
+    machine, versions = split_machine(str(data.get("machine", "")))
+    torch_version = data.get("torch_version") or data.get("torch")
+    if torch_version and not versions:
+        versions = f"torch {torch_version}"
+    if data.get("gpu"):
+        machine = ", ".join(filter(None, [machine, str(data["gpu"])]))
+    return machine or "not recorded", versions or "not recorded"
+
+
+def results_link(name: str, prefix: str = "") -> str:
+    return f"[{name}]({prefix}benchmarks/results/{name})"
+
+
+def code(text: str) -> str:
+    """Inline code that survives inside a table cell."""
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def escape(text: str) -> str:
+    """Plain text for a markdown table cell."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+            .replace("*", "\\*"))
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "", data: bool = True) -> str:
+    """A markdown table; ``align`` holds 'l' or 'r' per column (default left). A ``data`` table sits in a
+    ``data-table`` block, whose cells after the first do not wrap (the table scrolls instead)."""
+    marks = ["---:" if (align[i:i + 1] == "r") else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    body = "\n".join(lines) + "\n"
+    return f'<div class="data-table" markdown>\n\n{body}\n</div>\n' if data else body
+
+
+def source_first(rows: List[List[Any]]) -> List[List[Any]]:
+    """Rows built as [..., command, source] reordered to [..., source, command] (the long command last)."""
+    return [[*row[:-2], row[-1], row[-2]] for row in rows]
+
+
+def pct(value: float) -> str:
+    return f"{value:.2f}%"
+
+
+def setting(key: str, value: Any) -> str:
+    """KEY=VALUE as the benchmark scripts and `resnetlab train -o` read it back (a Python literal)."""
+    text = value if isinstance(value, str) else repr(value)
+    return f"{key}={text}"
+
+
+def script_command(script: str, data: Dict[str, Any], defaults: Dict[str, Any], extra: Sequence[str] = ()) -> str:
+    """`python benchmarks/SCRIPT.py` with the flags whose recorded value differs from the script's default."""
+    words = ["python", f"benchmarks/{script}.py"]
+    for key, default in defaults.items():
+        if key in data and data[key] != default:
+            words += [f"--{key.replace('_', '-')}", str(data[key])]
+    return shlex.join([*words, *extra])
+
+
+# ---------------------------------------------------------------- time to accuracy
+
+# The runs of the recipes as they are today (file, what it is).
+CURRENT_TTA = [
+    ("time_to_accuracy-default.json", "`default`"),
+    ("time_to_accuracy-default-seed1.json", "`default`, seed 1"),
+    ("time_to_accuracy-fast.json", "`fast`"),
+    ("time_to_accuracy-accurate-seed0.json", "`accurate`"),
+    ("time_to_accuracy-accurate-seed1.json", "`accurate`, seed 1"),
+    ("time_to_accuracy-accurate-seed2.json", "`accurate`, seed 2"),
+    ("time_to_accuracy-accurate-unpruned-seed0.json", "`accurate` without pruning"),
+]
+
+# A few of the alternatives measured on the way to the recipes: (file, what differed). The settings are
+# the JSON's own overrides, applied to the recipe as it was when the file was written.
+TRIED_TTA = [
+    ("time_to_accuracy-resnet14-crop-flip-7ep.json", "`default` with random crops"),
+    ("time_to_accuracy-default-resnet14-width2-crop-flip-16ep.json", "a twice-as-wide resnet14, crops, 16 epochs"),
+    ("time_to_accuracy-accurate-32ep-eval4-erase025.json", "resnet20 at full size for 32 epochs (no progressive "
+     "resizing)"),
+    ("time_to_accuracy-accurate-32ep-erase025-ema-nesterov.json", "the same with Nesterov momentum and an EMA of "
+     "the weights"),
+    ("time_to_accuracy-accurate-32ep-erase025-nesterov-zeroinit.json", "the same with zero-initialised residual "
+     "branches"),
+    ("time_to_accuracy-accurate-44ep-prog16-shift-tta.json", "progressive resizing from 16 pixels, no pruning"),
+    ("time_to_accuracy-accurate-54ep-prog12.json", "progressive resizing from 12 pixels, 54 epochs"),
+    ("time_to_accuracy-accurate-44ep-prog16-shift-tta-lr02.json", "learning rate 0.2"),
+    ("time_to_accuracy-accurate-44ep-prog16-shift-tta-ls02.json", "label smoothing 0.2"),
+    ("time_to_accuracy-accurate-44ep-prog16-shift-tta-ls0.json", "no label smoothing"),
+    ("time_to_accuracy-resnet20-6ep-intel.json", "an earlier resnet20 recipe in bf16 with channels_last"),
+    ("time_to_accuracy-resnet20-6ep-fp32-intel.json", "the same in fp32 with contiguous tensors"),
+]
+
+
+def tta_command(name: str) -> str:
+    data = load_json(name)
+    words = ["python", "benchmarks/time_to_accuracy.py", "--recipe", data["recipe"]]
+    for key, value in data["overrides"].items():
+        words += ["--set", setting(key, value)]
+    stem = Path(name).stem
+    prefix = f"time_to_accuracy-{data['recipe']}-"
+    if stem.startswith(prefix):
+        words += ["--tag", stem[len(prefix):]]
+    return shlex.join(words)
+
+
+def pruned(name: str) -> bool:
+    """Whether the run pruned easy samples (its rows are then passes, not epochs), by today's recipe."""
+    from resnetlab.train.config import resolve_config
+
+    data = load_json(name)
+    try:
+        return resolve_config(data["recipe"], overrides=data["overrides"]).prune_easy > 0
+    except ValueError:
+        return False
+
+
+def reached(data: Dict[str, Any], target: str, unit: str) -> str:
+    hit = data["reached"].get(target)
+    return f"{hit['wall_s']:.0f} s ({unit} {hit['epoch']})" if hit else "not reached"
+
+
+def images_per_s(data: Dict[str, Any]) -> str:
+    values = [row["train_images_per_s"] for row in data["epochs"]]
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
+def gen_tta_current(prefix: str = "") -> str:
+    rows = []
+    for name, label in CURRENT_TTA:
+        data = load_json(name)
+        unit = "pass" if pruned(name) else "epoch"
+        machine, versions = machine_and_versions(data)
+        rows.append([label, f"**{pct(data['final_top1'])}**", reached(data, "93.0", unit),
+                     reached(data, "95.0", unit), f"{data['epochs'][-1]['wall_s']:.0f} s", images_per_s(data),
+                     escape(machine), escape(versions), date_of(name), results_link(name, prefix),
+                     code(tta_command(name))])
+    return table(["run", "final top-1", "93% reached", "95% reached", "wall time", "train images/s", "machine",
+                  "versions", "date", "source", "command"], rows, "lrrrrr")
+
+
+def gen_tta_tried(prefix: str = "") -> str:
+    rows = []
+    for name, label in TRIED_TTA:
+        data = load_json(name)
+        machine, versions = machine_and_versions(data)
+        changes = ", ".join(setting(k, v) for k, v in data["overrides"].items()) or "none"
+        rows.append([label, code(data["recipe"]), code(changes), pct(data["final_top1"]),
+                     "yes" if data["reached"].get("95.0") else "no", f"{data['epochs'][-1]['wall_s']:.0f} s",
+                     escape(machine), escape(versions), date_of(name), results_link(name, prefix)])
+    return table(["what was tried", "recipe then", "overrides", "final top-1", "95% reached", "wall time",
+                  "machine", "versions", "date", "source"], rows, "lllrlr")
+
+
+# ---------------------------------------------------------------- training speed
+
+THROUGHPUT = ["train_throughput.json", "train_throughput-torch2.14.json"]
+THROUGHPUT_DEFAULTS = dict(model="resnet20", batch=128, steps=40)
+
+
+def gen_train_throughput(prefix: str = "") -> str:
+    rows = []
+    for name in THROUGHPUT:
+        data = load_json(name)
+        machine, versions = machine_and_versions(data)
+        rows.append([data["model"], data["batch"], f"{data['reference_images_per_s']:.1f}",
+                     f"{data['resnetlab_images_per_s']:.1f}", f"**{data['ratio']:.2f}x**", escape(machine),
+                     escape(versions), date_of(name), results_link(name, prefix),
+                     code(script_command("train_throughput", data, THROUGHPUT_DEFAULTS))])
+    return table(["model", "batch", "torchvision pipeline, images/s", "resnetlab, images/s", "ratio", "machine",
+                  "versions", "date", "source", "command"], rows, "lrrrr")
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def gen_training_speed(prefix: str = "") -> str:
+    """The speed measurements behind the recipes: progressive resizing, pruning's step cost, the shortcut."""
+    rows = []
+    data = load_json("progressive_resize.json")
+    machine, versions = machine_and_versions(data)
+    speeds = data["images_per_s"]
+    sizes = sorted(speeds, key=int)
+    rows.append(["progressive resizing: images/s at the smallest and the full training size",
+                 f"{speeds[sizes[0]]:.1f} at {sizes[0]} px, {speeds[sizes[-1]]:.1f} at {sizes[-1]} px; "
+                 f"{len(data['schedule'])} epochs cost {data['full_size_epochs']:.2f} full-size epochs "
+                 f"({data['epochs_ratio']:.2f}x)",
+                 escape(machine), escape(versions), date_of("progressive_resize.json"),
+                 code(script_command("progressive_resize", data, dict(model="resnet20", batch=128, steps=30)) ),
+                 results_link("progressive_resize.json", prefix)])
+    data = load_json("prune_easy.json")
+    machine, versions = machine_and_versions(data)
+    rows.append(["pruning easy samples: images/s of pruned steps against plain ones (median of "
+                 f"{data['rounds']} rounds)",
+                 f"{median(data['pruned_images_per_s']):.1f} against {median(data['plain_images_per_s']):.1f}, "
+                 f"ratio of medians {data['ratio_of_medians']:.3f}",
+                 escape(machine), escape(versions), date_of("prune_easy.json"),
+                 code(script_command("prune_easy", data, dict(model="resnet20", batch=128, size=28, samples=8192,
+                                                              steps=60, rounds=7))),
+                 results_link("prune_easy.json", prefix)])
+    data = load_json("shortcut_layout.json")
+    machine, versions = machine_and_versions(data)
+    rows.append(["option-A shortcut as a 1x1 average pool against a strided slice: images/s (median of "
+                 f"{data['rounds']} rounds)",
+                 f"{median(data['resnetlab_images_per_s']):.1f} against {median(data['reference_images_per_s']):.1f}, "
+                 f"ratio of medians {data['ratio_of_medians']:.3f}",
+                 escape(machine), escape(versions), date_of("shortcut_layout.json"),
+                 code(script_command("shortcut_layout", data, dict(model="resnet20", batch=128, size=28, channels=1,
+                                                                   steps=40, rounds=5))),
+                 results_link("shortcut_layout.json", prefix)])
+    return table(["measurement", "result", "machine", "versions", "date", "source", "command"], source_first(rows))
+
+
+def gen_activation_memory(prefix: str = "") -> str:
+    name = "activation_memory-resnet1202-b128.json"
+    data = load_json(name)
+    machine, versions = machine_and_versions(data)
+    plain, checkpointed = data["results"]["plain"], data["results"]["checkpointed"]
+
+    def step_time(result: Dict[str, Any]) -> str:
+        return f"{result['seconds_per_step']:.1f} ({result['step_seconds'][0]:.1f})"
+
+    body = table(["", "peak memory a step adds", "seconds per step (the last of the timed steps; the first)"], [
+        ["without checkpointing", f"{plain['step_peak_mib']:,.0f} MiB", step_time(plain)],
+        ["`--checkpoint-activations`", f"{checkpointed['step_peak_mib']:,.0f} MiB", step_time(checkpointed)],
+        ["ratio", f"**{data['memory_ratio']:.1f}x less**", f"**{data['time_ratio']:.2f}x the time**"],
+    ], "lrr")
+    command = script_command("activation_memory", data, dict(model="resnet1202", batch=128, steps=3))
+    return body + "\n" + provenance(name, f"{data['model']}, batch {data['batch']}, {data['input']}, "
+                                    f"{data['device']}", machine, versions, command, prefix)
+
+
+def provenance(name: str, what: str, machine: str, versions: str, command: str, prefix: str) -> str:
+    return (f"Source: {results_link(name, prefix)} ({escape(what)}); machine: {escape(machine)}; "
+            f"versions: {escape(versions)}; date: {date_of(name)}; command: {code(command)}.\n")
+
+
+def gen_cuda_graphs(prefix: str = "") -> str:
+    name = "cuda_graphs-h200.json"
+    data = load_json(name)
+    machine, versions = machine_and_versions(data)
+    rows = [[row["model"], f"{row['eager_ms']:.2f}", f"{row['graphed_ms']:.2f}", f"**{row['ratio']:.2f}x**"]
+            for row in data["rows"]]
+    body = table(["model", "eager, ms per step", "CUDA graph, ms per step", "speed-up"], rows, "lrrr")
+    command = shlex.join(["python", "benchmarks/cuda_graphs.py", "--out", f"benchmarks/results/{name}"])
+    return body + "\n" + provenance(name, f"batch {data['batch']}, {data['precision']}", machine, versions, command,
+                                    prefix)
+
+
+# ---------------------------------------------------------------- inference
+
+INFERENCE = ["inference-resnet18-static-shapes-2026-11-25.json", "inference-resnet50-static-shapes-2026-11-25.json"]
+
+
+def bench_command(name: str) -> str:
+    data = load_json(name)
+    words = ["resnetlab", "bench", "--weights", data["weights"]]
+    if data.get("in_chans"):
+        words += ["-o", f"in_chans={data['in_chans']}"]
+    check = re.match(r"(\S+) test \((\d+) images\)", str(data.get("check_images", "")))
+    if check:
+        words += ["--data", check.group(1), "--samples", check.group(2)]
+    words += ["--batch", str(data["batch"]), "--size", str(data["size"]), "--output", f"benchmarks/results/{name}"]
+    return shlex.join(words)
+
+
+def gen_inference(prefix: str = "") -> str:
+    parts = []
+    for name in INFERENCE:
+        data = load_json(name)
+        machine, versions = machine_and_versions(data)
+        rows = []
+        for result in data["results"]:
+            if result.get("error"):
+                rows.append([escape(result["description"]), "failed: " + escape(result["error"]), "", "", "", ""])
+                continue
+            rows.append([escape(result["description"]), f"{result['images_per_s']:.1f}",
+                         f"**{result['ratio']:.2f}x**", f"{result['max_abs_diff']:.2g}",
+                         f"{100 * result['top1_agreement']:.2f}%", pct(result["accuracy"])])
+        parts.append(f"**{data['model']}**, batch {data['batch']} at {data['in_chans']}x{data['size']}x{data['size']}, "
+                     f"{data['threads']} threads; agreement and accuracy on {escape(str(data['check_images']))}:\n\n")
+        parts.append(table(["path", "images/s", "x torchvision", "max abs logit diff", "top-1 agreement",
+                            "test accuracy"], rows, "lrrrrr"))
+        parts.append("\n" + provenance(name, f"weights {data['weights']}", machine, versions, bench_command(name),
+                                       prefix) + "\n")
+    return "".join(parts)
+
+
+ROOFLINE = ["roofline-resnet50.json", "roofline-resnet18.json"]
+
+
+def gen_roofline(prefix: str = "") -> str:
+    rows = []
+    for name in ROOFLINE:
+        data = load_json(name)
+        machine, versions = machine_and_versions(data)
+        for row in data["rows"]:
+            rows.append([data["model"], row["precision"], f"{row['unit_peak_gmacs_per_s']:.1f}",
+                         f"{row['matmul_gmacs_per_s']:.1f}", f"{data['reference_images_per_s']:.1f}",
+                         f"{row['ceiling_images_per_s']:.1f}", f"{row['ceiling_ratio']:.2f}x",
+                         f"{row['target_ratio']:.1f}x", f"**{100 * row['target_share_of_peak']:.0f}%**",
+                         escape(machine), escape(versions), date_of(name),
+                         code(script_command("roofline", data, dict(model="resnet50", batch=8, size=224))),
+                         results_link(name, prefix)])
+    return table(["model", "precision", "unit peak, GMAC/s", "2048² matmul, GMAC/s", "torchvision fp32, images/s",
+                  "ceiling, images/s", "ceiling, x torchvision", "speed-up asked", "share of the peak it needs",
+                  "machine", "versions", "date", "source", "command"], source_first(rows), "llrrrrrrr")
+
+
+# ---------------------------------------------------------------- experiments (docs/experiments/)
+
+# Output folder -> the command that writes it, and what it shows.
+EXPERIMENT_RUNS = {
+    "degradation": "resnetlab experiment degradation --out docs/experiments/degradation",
+    "degradation-8k": "resnetlab experiment degradation --iterations 8000 --out docs/experiments/degradation-8k",
+    "degradation-gpu-12k": "resnetlab experiment degradation --device cuda --cuda-graphs --budget-minutes 6 "
+                           "--out docs/experiments/degradation-gpu-12k",
+    "degradation-precision/fp32": "resnetlab experiment degradation --iterations 600 --eval-every 200 "
+                                  "--schedule constant --precision fp32 "
+                                  "--out docs/experiments/degradation-precision/fp32",
+    "degradation-precision/bf16": "resnetlab experiment degradation --iterations 600 --eval-every 200 "
+                                  "--schedule constant --precision bf16 "
+                                  "--out docs/experiments/degradation-precision/bf16",
+    "gradients": "resnetlab experiment gradients --out docs/experiments/gradients",
+}
+
+
+def report_settings(folder: str) -> Dict[str, str]:
+    """Machine, versions, wall time and date of an experiment's report.md."""
+    report = EXPERIMENTS / folder / "report.md"
+    text = report.read_text()
+    found = re.search(r"machine: (.*?), torch (\S+)(.*)$", text, re.M)
+    machine = versions = "not recorded"
+    if found:
+        extra = found.group(3)
+        gpu = re.search(r"GPU (.*)$", extra)
+        machine = found.group(1) + (f", {gpu.group(1)}" if gpu else "")
+        versions = f"torch {found.group(2)}"
+    wall = re.search(r"wall time: (\d+) s", text)
+    return dict(machine=machine, versions=versions, wall=f"{wall.group(1)} s" if wall else "not recorded",
+                date=git_date(report) or "not recorded")
+
+
+def final_errors(folder: str) -> Dict[str, Tuple[float, float, int]]:
+    """model -> (train error, test error, iterations) at the last evaluation, mean over seeds."""
+    rows = list(csv.DictReader((EXPERIMENTS / folder / "degradation.csv").open()))
+    last = max(int(row["iteration"]) for row in rows)
+    out: Dict[str, List[Tuple[float, float]]] = {}
+    for row in rows:
+        if int(row["iteration"]) == last:
+            out.setdefault(row["model"], []).append((float(row["train_error"]), float(row["test_error"])))
+    return {model: (sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals), last)
+            for model, vals in out.items()}
+
+
+MODELS_ORDER = ["plain20", "plain56", "resnet20", "resnet56"]
+
+
+def gen_degradation(prefix: str = "") -> str:
+    rows = []
+    for folder in ("degradation", "degradation-8k", "degradation-gpu-12k"):
+        errors = final_errors(folder)
+        info = report_settings(folder)
+        iterations = next(iter(errors.values()))[2]
+        cells = [f"{errors[m][0]:.2f}%" if m in errors else "" for m in MODELS_ORDER]
+        rows.append([f"{iterations:,}", *cells, escape(info["machine"]), escape(info["versions"]), info["wall"],
+                     info["date"], code(EXPERIMENT_RUNS[folder]),
+                     f"[report]({prefix}experiments/{folder}/report.md), "
+                     f"[CSV]({prefix}experiments/{folder}/degradation.csv)"])
+    return table(["iterations", *[f"{m} training error" for m in MODELS_ORDER], "machine", "versions", "wall time",
+                  "date", "source", "command"], source_first(rows), "rrrrr")
+
+
+def gen_degradation_precision(prefix: str = "") -> str:
+    rows = []
+    for precision in ("fp32", "bf16"):
+        folder = f"degradation-precision/{precision}"
+        errors = final_errors(folder)
+        info = report_settings(folder)
+        rows.append([precision, *[f"{errors[m][0]:.2f}%" for m in MODELS_ORDER], escape(info["machine"]),
+                     escape(info["versions"]), info["wall"], info["date"], code(EXPERIMENT_RUNS[folder]),
+                     f"[report]({prefix}experiments/{folder}/report.md)"])
+    return table(["precision", *[f"{m} training error" for m in MODELS_ORDER], "machine", "versions", "wall time",
+                  "date", "source", "command"], source_first(rows), "lrrrr")
+
+
+def gen_bf16_gradients(prefix: str = "") -> str:
+    name = "bf16_gradients.json"
+    data = load_json(name)
+    machine, versions = machine_and_versions(data)
+    rows = [[row["model"], f"{row['cosine']:.3f}", f"{row['grad_rel_error']:.3f}", f"{row['logit_rel_error']:.3f}"]
+            for row in data["rows"]]
+    body = table(["model", "cosine, bf16 vs fp32 gradient", "relative error of the gradient",
+                  "relative error of the logits"], rows, "lrrr")
+    command = shlex.join(["python", "benchmarks/bf16_gradients.py", "--out", f"benchmarks/results/{name}"])
+    return body + "\n" + provenance(name, f"one batch of {data['data']} images at initialization", machine, versions,
+                                    command, prefix)
+
+
+def gen_gradients(prefix: str = "") -> str:
+    rows = list(csv.DictReader((EXPERIMENTS / "gradients" / "gradients.csv").open()))
+    groups: Dict[Tuple[str, str, int], List[Tuple[int, float]]] = {}
+    for row in rows:
+        groups.setdefault((row["norm"], row["model"], int(row["step"])), []).append(
+            (int(row["layer_index"]), float(row["grad_norm"])))
+    out = []
+    for (norm, model, step), layers in groups.items():
+        layers.sort()
+        first, last = layers[0][1], layers[-1][1]
+        out.append([norm, model, step, f"{first:.3g}", f"{last:.3g}", f"**{first / last:.3g}**"])
+    info = report_settings("gradients")
+    body = table(["normalization", "model", "training step", "first conv layer", "last conv layer",
+                  "first / last"], out, "llrrrr")
+    return body + "\n" + (f"Source: [report]({prefix}experiments/gradients/report.md), "
+                          f"[gradients.csv]({prefix}experiments/gradients/gradients.csv); machine: "
+                          f"{escape(info['machine'])}; versions: {escape(info['versions'])}; date: {info['date']}; "
+                          f"command: {code(EXPERIMENT_RUNS['gradients'])}.\n")
+
+
+def gen_responses(prefix: str = "") -> str:
+    rows = list(csv.DictReader((EXPERIMENTS / "gradients" / "responses.csv").open()))
+    groups: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
+    for row in rows:
+        groups.setdefault((row["norm"], row["model"]), []).append((int(row["layer_index"]), float(row["response_std"])))
+    out = []
+    for (norm, model), blocks in groups.items():
+        blocks.sort()
+        stds = [value for _, value in blocks]
+        out.append([norm, model, len(stds), f"{sum(stds) / len(stds):.3g}", f"{stds[0]:.3g}", f"{stds[-1]:.3g}"])
+    return table(["normalization", "model", "blocks", "mean std", "first block", "last block"], out, "llrrrr") + (
+        f"\nSource: [responses.csv]({prefix}experiments/gradients/responses.csv), the same run as above.\n")
+
+
+# ---------------------------------------------------------------- from the code
+
+
+def gen_zoo(prefix: str = "") -> str:
+    from resnetlab.analysis import model_info
+    from resnetlab.models import list_models
+
+    def pair(first: Any, second: Any, unit: str = "") -> str:
+        values = [f"{value}{unit}" for value in (first, second) if value is not None]
+        return " / ".join(values)
+
+    known = {"torchvision_top1_v1", "torchvision_top1_v2", "paper_gmacs_v1", "paper_cifar10_error",
+             "akamaster_cifar10_error"}
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        published = dict(info.get("published") or {})
+        other = "; ".join(f"{escape(key.replace('_', ' '))} {value}" for key, value in published.items()
+                          if key not in known)
+        size = "x".join(str(s) for s in info["input_size"][1:])
+        rows.append([f"`{name}`", info["family"], info["depth"], info["block"], info["shortcut"],
+                     f"{info['params']:,}", f"{info['gmacs']:.3f}", size,
+                     pair(published.get("torchvision_top1_v1"), published.get("torchvision_top1_v2")),
+                     pair(published.get("paper_gmacs_v1"), None),
+                     pair(published.get("paper_cifar10_error"), published.get("akamaster_cifar10_error"), "%"),
+                     *([other] if other else [])])
+    header = ["model", "family", "depth", "block", "shortcut", "params", "GMACs", "input",
+              "ImageNet top-1, torchvision V1 / V2", "GMACs, paper (v1)", "CIFAR-10 error, paper / akamaster"]
+    if any(len(row) > len(header) for row in rows):
+        header.append("other published figures")
+        rows = [row + [""] * (len(header) - len(row)) for row in rows]
+    return table(header, rows, "llrllrrlrrr")
+
+
+def config_comments() -> Dict[str, str]:
+    """TrainConfig field -> the comment that documents it in config.py (inline, or the block above it)."""
+    import inspect
+
+    from resnetlab.train import config
+
+    source = inspect.getsource(config.TrainConfig).splitlines()
+    comments: Dict[str, str] = {}
+    block: List[str] = []
+    for line in source:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            block.append(stripped.lstrip("# ").strip())
+            continue
+        match = re.match(r"(\w+): [^=]+=.*?(?:#\s*(.*))?$", stripped)
+        if match:
+            parts = [" ".join(block)] if block else []
+            if match.group(2):
+                parts.append(match.group(2))
+            if parts:
+                comments[match.group(1)] = "; ".join(parts)
+        block = []
+    return comments
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def gen_config_keys(prefix: str = "") -> str:
+    from resnetlab.train.config import FIELDS, TrainConfig
+
+    defaults = TrainConfig()
+    comments = config_comments()
+    rows = []
+    for name in FIELDS:
+        value = getattr(defaults, name)
+        flag = "`-o KEY=VALUE`" if name == "model_options" else code(flag_of(name))
+        if isinstance(value, bool):
+            flag = code(f"{flag_of(name)} / --no-{name.replace('_', '-')}")
+        rows.append([code(name), flag, code(repr(value)), escape(comments.get(name, ""))])
+    return table(["key", "flag", "default", "what it does"], rows, data=False)
+
+
+def gen_recipes(prefix: str = "") -> str:
+    from resnetlab.train.config import RECIPES
+
+    rows = [[code(name), ", ".join(code(setting(k, v)) for k, v in values.items())] for name, values in RECIPES.items()]
+    return table(["recipe", "what it sets (everything else is the default of the key)"], rows, data=False)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> List[Tuple[str, argparse.ArgumentParser, str]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                found.append((name, sub, helps.get(name, "")))
+    return found
+
+
+def walk_parsers(parser: argparse.ArgumentParser, prefix: str = "") -> List[Tuple[str, argparse.ArgumentParser, str]]:
+    """(command path, parser, help) for the parser and every sub-command, depth first."""
+    out = [(prefix or parser.prog, parser, parser.description or "")]
+    for name, sub, text in _subparsers(parser):
+        for path, child, child_help in walk_parsers(sub, f"{prefix or parser.prog} {name}"):
+            out.append((path, child, child_help if child is not sub else text))
+    return out
+
+
+def _argument_row(parser: argparse.ArgumentParser, action: argparse.Action, config_help: Dict[str, str]) -> List[str]:
+    from resnetlab.train.config import FIELDS, TrainConfig
+
+    formatter = parser._get_formatter()
+    if action.option_strings:
+        names = ", ".join(code(option) for option in action.option_strings)
+    else:
+        names = code(action.metavar if isinstance(action.metavar, str) else action.dest)
+    if action.nargs == 0:
+        value = ""
+    elif isinstance(action.metavar, tuple):
+        value = code(" ".join(action.metavar))
+    else:
+        metavar = formatter._format_args(action, action.dest.upper()) if action.option_strings else ""
+        value = code(metavar) if metavar else ""
+    if action.choices and not isinstance(action, argparse._SubParsersAction):
+        value += (" " if value else "") + "one of " + ", ".join(code(str(c)) for c in action.choices)
+    text = formatter._expand_help(action) if action.help else ""
+    default = ""
+    if action.dest in FIELDS and action.default is None and action.option_strings \
+            and action.option_strings[0] == flag_of(action.dest):
+        text = text or config_help.get(action.dest, "")
+        default = f"the recipe's, else {code(repr(getattr(TrainConfig(), action.dest)))}"
+    elif action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
+        default = code(str(action.default if not isinstance(action.default, list) or action.default
+                           else "none"))
+    elif isinstance(action, argparse.BooleanOptionalAction) and action.default is not None:
+        default = code(flag_of(action.dest) if action.default else "--no-" + action.dest.replace("_", "-"))
+    return [names, value, default, escape(text)]
+
+
+def gen_cli(prefix: str = "") -> str:
+    import os
+
+    from resnetlab.cli import build_parser
+
+    config_help = config_comments()
+    parts = []
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps usage to the terminal: the same page from any terminal
+    try:
+        commands = [(path, parser, text, parser.format_usage().strip()) for path, parser, text in
+                    walk_parsers(build_parser())]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    for path, parser, text, usage in commands:
+        level = "#" * min(2 + path.count(" ") - 1, 4) if " " in path else "##"
+        parts.append(f"{level} {path}\n\n")
+        if text:
+            parts.append(escape(text[0].upper() + text[1:]).rstrip(".") + ".\n\n")
+        parts.append("```text\n" + usage + "\n```\n\n")
+        rows = [_argument_row(parser, action, config_help) for action in parser._actions
+                if action.help != argparse.SUPPRESS and not isinstance(action, argparse._SubParsersAction)]
+        subs = _subparsers(parser)
+        if subs:
+            parts.append("Commands: " + ", ".join(f"`{name}` ({escape(h)})" for name, _, h in subs) + ".\n\n")
+        if rows:
+            parts.append(table(["argument", "value", "default", "description"], rows, data=False) + "\n")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- README's headline figures
+
+
+def gen_headline(prefix: str = "docs/") -> str:
+    default = load_json("time_to_accuracy-default.json")
+    hit = default["reached"]["93.0"]
+    accurate = [load_json(f"time_to_accuracy-accurate-seed{seed}.json") for seed in (0, 1, 2)]
+    finals = ", ".join(pct(run["final_top1"]) for run in accurate)
+    times = [run["reached"]["95.0"]["wall_s"] / 60 for run in accurate]
+    throughput = load_json("train_throughput-torch2.14.json")
+    bench = load_json(INFERENCE[0])
+    paths = {result["name"]: result for result in bench["results"]}
+    bf16, int8 = paths["bf16"], paths["int8"]
+    plain = final_errors("degradation-8k")
+    return "\n".join([
+        f"- **Fashion-MNIST in minutes on a CPU ({machine_and_versions(default)[0]}):** the `default` recipe "
+        f"reaches 93% after "
+        f"{hit['wall_s']:.0f} s and ends at {pct(default['final_top1'])}; the `accurate` recipe reaches 95% after "
+        f"{min(times):.1f}-{max(times):.1f} minutes with each of three seeds (final {finals}). "
+        f"[Results]({prefix}results.md#time-to-accuracy)",
+        f"- **Training input pipeline:** {throughput['ratio']:.2f}x the images/s of torchvision's per-sample "
+        f"transforms on the same model ({throughput['model']}, batch {throughput['batch']}). "
+        f"[Results]({prefix}results.md#training-throughput)",
+        f"- **CPU inference ({bench['model']}, batch {bench['batch']}, {bench['size']}x{bench['size']}):** "
+        f"bf16 {bf16['ratio']:.2f}x and int8 {int8['ratio']:.2f}x torchvision's eager fp32, with "
+        f"{100 * bf16['top1_agreement']:.2f}% and {100 * int8['top1_agreement']:.2f}% top-1 agreement. "
+        f"[Results]({prefix}results.md#inference)",
+        f"- **The degradation problem, reproduced:** after {plain['plain56'][2]:,} iterations plain56 trains to "
+        f"{plain['plain56'][0]:.2f}% error against plain20's {plain['plain20'][0]:.2f}%, while resnet56 "
+        f"({plain['resnet56'][0]:.2f}%) stays close to resnet20 ({plain['resnet20'][0]:.2f}%). "
+        f"[Reproducing the paper]({prefix}reproducing.md)",
+    ]) + "\n"
+
+
+GENERATORS: Dict[str, Callable[..., str]] = {
+    "headline": gen_headline,
+    "tta-current": gen_tta_current,
+    "tta-tried": gen_tta_tried,
+    "train-throughput": gen_train_throughput,
+    "training-speed": gen_training_speed,
+    "activation-memory": gen_activation_memory,
+    "cuda-graphs": gen_cuda_graphs,
+    "inference": gen_inference,
+    "roofline": gen_roofline,
+    "degradation": gen_degradation,
+    "degradation-precision": gen_degradation_precision,
+    "bf16-gradients": gen_bf16_gradients,
+    "gradients": gen_gradients,
+    "responses": gen_responses,
+    "zoo": gen_zoo,
+    "config-keys": gen_config_keys,
+    "recipes": gen_recipes,
+    "cli": gen_cli,
+}
+
+
+def relative_prefix(page_path: str) -> str:
+    """How a page at docs/PAGE_PATH reaches the docs root: '' for docs/x.md, '../' for docs/a/x.md."""
+    return "../" * page_path.replace("\\", "/").count("/")
+
+
+def expand(markdown: str, page_path: str = "index.md") -> str:
+    """The page with each marker line replaced by its generated markdown."""
+    prefix = relative_prefix(page_path)
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in GENERATORS:
+            raise KeyError(f"{page_path}: unknown generated part {name!r}; known: {', '.join(GENERATORS)}")
+        return GENERATORS[name](prefix).rstrip("\n")
+
+    return MARKER.sub(replace, markdown)
+
+
+def readme_text() -> str:
+    """README.md with its headline block regenerated."""
+    text = README.read_text()
+    if not README_BLOCK.search(text):
+        raise ValueError("README.md has no <!-- generated: headline --> ... <!-- end generated --> block")
+    return README_BLOCK.sub(lambda m: m.group(1) + gen_headline("docs/") + m.group(3), text)
+
+
+# ---------------------------------------------------------------- MkDocs hook
+
+
+def on_files(files: Any, config: Any) -> Any:
+    """Publish the results JSON files with the site, at benchmarks/results/<name>.json."""
+    from mkdocs.structure.files import File
+
+    for path in sorted(RESULTS.glob("*.json")):
+        files.append(File.generated(config, f"benchmarks/results/{path.name}", abs_src_path=str(path)))
+    return files
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    return expand(markdown, page.file.src_uri)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that README's block is up to date")
+    parser.add_argument("--out", default=str(ROOT / "build" / "docs"), help="where expanded pages go")
+    args = parser.parse_args(argv)
+    fresh = readme_text()
+    if args.check:
+        if fresh != README.read_text():
+            print("README.md's generated block is out of date: run `make results`", file=sys.stderr)
+            return 1
+        return 0
+    if fresh != README.read_text():
+        README.write_text(fresh)
+        print("updated README.md")
+    out = Path(args.out)
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text()
+        if not MARKER.search(text):
+            continue
+        rel = page.relative_to(DOCS).as_posix()
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(expand(text, rel))
+        print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
