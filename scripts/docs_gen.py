@@ -407,6 +407,8 @@ EXPERIMENT_RUNS = {
                                   "--schedule constant --precision bf16 "
                                   "--out docs/experiments/degradation-precision/bf16",
     "gradients": "resnetlab experiment gradients --out docs/experiments/gradients",
+    "degradation-cifar10-gpu": "resnetlab experiment degradation --data cifar10-jpg/train --depths 20 56 "
+                               "--budget-minutes 5 --cuda-graphs --out docs/experiments/degradation-cifar10-gpu",
 }
 
 
@@ -454,6 +456,33 @@ def gen_degradation(prefix: str = "") -> str:
                      f"[CSV]({prefix}experiments/{folder}/degradation.csv)"])
     return table(["iterations", *[f"{m} training error" for m in MODELS_ORDER], "machine", "versions", "wall time",
                   "date", "source", "command"], source_first(rows), "rrrrr")
+
+
+def gen_degradation_cifar10(prefix: str = "") -> str:
+    folder = "degradation-cifar10-gpu"
+    errors = final_errors(folder)
+    info = report_settings(folder)
+    rows = [[model, f"{errors[model][0]:.2f}%", f"{errors[model][1]:.2f}%"] for model in MODELS_ORDER]
+    body = table(["model", "training error", "validation error"], rows, "lrr")
+    return body + (f"\nAfter {next(iter(errors.values()))[2]:,} iterations, one seed. Machine: {escape(info['machine'])}; "
+                   f"versions: {escape(info['versions'])}; wall time {info['wall']}; date: {info['date']}; "
+                   f"command: {code(EXPERIMENT_RUNS[folder])}; "
+                   f"[report]({prefix}experiments/{folder}/report.md), "
+                   f"[CSV]({prefix}experiments/{folder}/degradation.csv).\n")
+
+
+PAPER_CIFAR = "paper_cifar-resnet20-h200.json"
+
+
+def gen_paper_cifar(prefix: str = "") -> str:
+    data = load_json(PAPER_CIFAR)
+    rows = [[data["model"], f"{data['iterations']:,}", pct(data["final_val_error"]), pct(100 - data["best_val_top1"]),
+             f"{data['best_step']:,}", pct(data["paper_test_error"]), f"{data['train_seconds']:.0f} s",
+             f"{data['images_per_s']:,}"]]
+    body = table(["model", "iterations", "final validation error", "best validation error", "best at step",
+                  "paper's test error", "training time", "images/s"], rows, "lrrrrrrr")
+    return body + "\n" + provenance(PAPER_CIFAR, data["data"], data["machine"], data["versions"], data["command"],
+                                    prefix)
 
 
 def gen_degradation_precision(prefix: str = "") -> str:
@@ -730,6 +759,8 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "roofline": gen_roofline,
     "degradation": gen_degradation,
     "degradation-precision": gen_degradation_precision,
+    "degradation-cifar10": gen_degradation_cifar10,
+    "paper-cifar": gen_paper_cifar,
     "bf16-gradients": gen_bf16_gradients,
     "gradients": gen_gradients,
     "responses": gen_responses,
