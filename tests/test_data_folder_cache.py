@@ -188,3 +188,25 @@ def test_folder_options_apply_in_memory_and_are_refused_when_streamed(tmp_path, 
         train(folder_config(tmp_path, root, name="streamed", cache=False, pad=4))
     streamed = train(folder_config(tmp_path, root, name="streamed", cache=False, val_split=0.2, pad=4, epochs=1))
     assert streamed["finished"] and streamed["steps"] == 3
+
+
+def test_eval_on_the_validation_split_reproduces_what_training_held_out(tmp_path, cache):
+    from resnetlab.inference import evaluate_checkpoint
+
+    root = write_folder(tmp_path / "images")
+    result = train(folder_config(tmp_path, root, name="run", epochs=2))
+    weights = Path(result["run_dir"]) / "last.safetensors"
+    val = evaluate_checkpoint(weights, str(root), split="val", device="cpu")
+    assert val["samples"] == 6 and val["split"] == "val"
+    assert val["test_top1"] == pytest.approx(result["test_top1"])  # the images training evaluated on
+    synthetic = train(resolve_config("default", overrides=dict(
+        data="synthetic", model="resnet8", epochs=1, batch_size=32, precision="fp32", channels_last=False,
+        val_split=100, quiet=True, out=str(tmp_path / "runs"), name="synthetic", flip_tta=False)))
+    held = evaluate_checkpoint(Path(synthetic["run_dir"]) / "last.safetensors", "synthetic", split="val",
+                               device="cpu")
+    assert held["samples"] == 100 and held["test_top1"] == pytest.approx(synthetic["test_top1"])
+    with pytest.raises(ValueError, match="trained without --val-split"):
+        plain = train(resolve_config("default", overrides=dict(
+            data="synthetic", model="resnet8", epochs=1, batch_size=32, precision="fp32", quiet=True,
+            train_subset=64, test_subset=32, out=str(tmp_path / "runs"), name="plain")))
+        evaluate_checkpoint(Path(plain["run_dir"]) / "last.safetensors", "synthetic", split="val", device="cpu")

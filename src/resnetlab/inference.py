@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import DatasetSource, DeviceLoader, load_dataset, resolve_source
+from .data import ArrayDataset, DatasetSource, DeviceLoader, FolderSource, load_dataset, resolve_source
+from .data.folder_cache import folder_splits
 from .data.inputs import ImagePreprocess, LabelledFolder, expand_paths, input_size
 from .device import inference_device
 from .errors import one_line
@@ -95,12 +96,16 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
                                          str(target))
     flip_tta = recorded_tta(metadata, "flip_tta") if flip_tta is None else flip_tta
     shift_tta = recorded_tta(metadata, "shift_tta") if shift_tta is None else shift_tta
-    if isinstance(source, DatasetSource):
-        dataset = load_dataset(source.name, split, data_dir)
+    preprocessing = metadata.get("preprocessing") or {}
+    held_out = split == "val" and (isinstance(source, DatasetSource) or not _has_val_folder(source.path))
+    if isinstance(source, DatasetSource) or held_out:
+        dataset = (validation_set(source, preprocessing, weights, data_dir) if held_out
+                   else load_dataset(source.name, split, data_dir))
         if dataset.image_shape[0] != model.in_chans:
             raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; "
                              f"{data} has {dataset.image_shape[0]}")
-        classes, name, description = dataset.classes, source.name, f"{data} {split}"
+        name = source.name if isinstance(source, DatasetSource) else source.path.resolve().name or "folder"
+        classes, description = dataset.classes, f"{data} {split}"
         batches: Any = DeviceLoader(dataset, batch_size, train=False, device=target)
     else:
         folder = LabelledFolder(source.path, split, metadata.get("preprocessing"), model.in_chans)
@@ -117,6 +122,27 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
                 confusion=confusion.tolist(), samples=stats.samples, engine=engine,
                 precision="as exported" if Path(weights).suffix == ".onnx" else precision,
                 flip_tta=flip_tta, shift_tta=shift_tta, data=name, split=split, description=description)
+
+
+def _has_val_folder(path: Path) -> bool:
+    return (path / "val").is_dir() or (path / "test").is_dir()
+
+
+def validation_set(source: Union[DatasetSource, FolderSource], preprocessing: Dict[str, Any],
+                   weights: Union[str, Path], data_dir: Optional[str] = None) -> ArrayDataset:
+    """The validation part that training held out of ``source``'s training images, as the checkpoint
+    records it (``val_split`` and ``split_seed`` in its preprocessing)."""
+    if "split_seed" not in preprocessing:
+        raise ValueError(f"weights {weights} do not record a validation split; evaluate on --split test")
+    val_split, seed = float(preprocessing.get("val_split") or 0), int(preprocessing["split_seed"])
+    if isinstance(source, DatasetSource):
+        if not val_split:
+            raise ValueError(f"weights {weights} were trained without --val-split; evaluate on --split test")
+        return load_dataset(source.name, "train", data_dir).split(val_split, seed=seed)[1]
+    parts, note = folder_splits(source.path, input_size(preprocessing)[0], val_split, seed)
+    if parts is None:
+        raise ValueError(note)
+    return parts[1]
 
 
 @dataclass

@@ -100,8 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True, help="dataset name or image folder")
     p.add_argument("--data-dir")
-    p.add_argument("--split", default="test", choices=["train", "test"],
-                   help="an image folder's train/ or val/ (else test/); a folder without them is read whole")
+    p.add_argument("--split", default="test", choices=["train", "test", "val"],
+                   help="a dataset's split, or an image folder's train/ or val/ (else test/), a folder without "
+                   "them read whole; val: the validation part training held out (--val-split), as the "
+                   "checkpoint records it")
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")

@@ -13,7 +13,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from safetensors import safe_open
@@ -27,7 +27,7 @@ from .base import ArrayDataset
 from .folders import image_folder, read_rgb
 
 __all__ = ["CACHE_ENV", "cache_dir", "channel_stats", "decode_files", "decode_image_file", "default_budget",
-           "folder_key", "load_folder_in_memory"]
+           "folder_key", "folder_splits", "load_folder_in_memory"]
 
 CACHE_ENV = "RESNETLAB_CACHE"
 FORMAT_VERSION = 1
@@ -182,3 +182,36 @@ def load_folder_in_memory(root: str | Path, size: int, budget: Optional[int] = N
         where = f"not cached ({one_line(error, 120)})"
     return dataset, f"{root}: {len(dataset)} images decoded into memory, {where}"
 
+
+
+def folder_splits(path: str | Path, size: int, val_split: float = 0.0, seed: int = 0,
+                  **load: Any) -> Tuple[Optional[Tuple[ArrayDataset, ArrayDataset, str]], str]:
+    """((train, evaluation, split name), note) of an image folder held in memory, or (None, why not).
+
+    A folder with train/ and val/ (or test/) evaluates on those unless ``val_split`` is given;
+    another is split by ``val_split`` (0.1 when 0), stratified and seeded. Both parts come in a
+    seeded random order: a folder lists its images class by class, and the first N of a part
+    must not be its first classes. ``load`` goes to load_folder_in_memory.
+    """
+    path = Path(path).expanduser()
+    held_out = next((path / name for name in ("val", "test") if (path / name).is_dir()), None)
+    if (path / "train").is_dir() and held_out is not None and not val_split:
+        train_set, note = load_folder_in_memory(path / "train", size, **load)
+        eval_set, _ = load_folder_in_memory(held_out, size, **load) if train_set is not None else (None, "")
+        if eval_set is None:
+            return None, note
+        if eval_set.classes != train_set.classes:
+            raise ValueError(f"{path}: the class folders of train/ and {held_out.name}/ differ "
+                             f"({len(train_set.classes)} vs {len(eval_set.classes)} classes)")
+        eval_set = ArrayDataset(eval_set.images, eval_set.labels, train_set.classes, train_set.mean, train_set.std,
+                                eval_set.name)
+        return (_shuffled(train_set, seed), _shuffled(eval_set, seed), held_out.name), note
+    everything, note = load_folder_in_memory(path / "train" if (path / "train").is_dir() else path, size, **load)
+    if everything is None:
+        return None, note
+    train_set, eval_set = everything.split(val_split or 0.1, seed=seed)
+    return (_shuffled(train_set, seed), _shuffled(eval_set, seed), "val"), note
+
+
+def _shuffled(dataset: ArrayDataset, seed: int) -> ArrayDataset:
+    return dataset.subset(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)))

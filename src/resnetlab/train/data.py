@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from ..data import ArrayDataset, DatasetSource, DeviceLoader, ImageFolderData, load_dataset, resolve_source
-from ..data.folder_cache import load_folder_in_memory
+from ..data.folder_cache import folder_splits
 from .config import TrainConfig
 from .distributed import ALONE, Ranks, from_main
 
@@ -81,41 +81,13 @@ def no_full_batch(batch_size: int) -> ValueError:
 
 
 def _folder_in_memory(path: Path, config: TrainConfig, main: bool) -> Tuple[Optional[tuple], str]:
-    """((train, eval, split name), note) of an image folder decoded into memory, or (None, why not).
-
-    A folder with train/ and val/ (or test/) evaluates on those; another is split by ``val_split``
-    (0.1 when unset), stratified and seeded. Only ``main`` may write the cache and show progress.
-    """
+    """((train, eval, split name), note) of an image folder decoded into memory, or (None, why not);
+    only ``main`` may write the cache and show progress."""
     if not config.cache:
         return None, f"{path}: --no-cache: streaming from disk"
     budget = int(config.cache_budget_gb * 2**30) if config.cache_budget_gb > 0 else None
-    load = dict(size=config.image_size, budget=budget, workers=config.workers, quiet=config.quiet or not main)
-    held_out = next((path / name for name in ("val", "test") if (path / name).is_dir()), None)
-    if (path / "train").is_dir() and held_out is not None and not config.val_split:
-        train_set, note = load_folder_in_memory(path / "train", **load)
-        if train_set is None:
-            return None, note
-        eval_set, _ = load_folder_in_memory(held_out, **load)
-        if eval_set is None:
-            return None, note
-        if eval_set.classes != train_set.classes:
-            raise ValueError(f"{path}: the class folders of train/ and {held_out.name}/ differ "
-                             f"({len(train_set.classes)} vs {len(eval_set.classes)} classes)")
-        eval_set = ArrayDataset(eval_set.images, eval_set.labels, train_set.classes, train_set.mean, train_set.std,
-                                eval_set.name)
-        return (_shuffled(train_set, config.seed), _shuffled(eval_set, config.seed), held_out.name), note
-    folder = path / "train" if (path / "train").is_dir() else path
-    everything, note = load_folder_in_memory(folder, **load)
-    if everything is None:
-        return None, note
-    train_set, eval_set = everything.split(config.val_split or 0.1, seed=config.seed)
-    return (_shuffled(train_set, config.seed), _shuffled(eval_set, config.seed), "val"), note
-
-
-def _shuffled(dataset: ArrayDataset, seed: int) -> ArrayDataset:
-    """The samples in a seeded random order: a folder lists its images class by class, and
-    train_subset and test_subset take the first N, which must not be the first classes."""
-    return dataset.subset(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)))
+    return folder_splits(path, config.image_size, config.val_split, config.seed, budget=budget,
+                         workers=config.workers, quiet=config.quiet or not main)
 
 
 # What only the in-memory path does, with the default that means "not asked for".
