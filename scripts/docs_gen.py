@@ -76,7 +76,11 @@ def split_machine(text: str) -> Tuple[str, str]:
     match = re.match(r"(.*?),? (torch \S+)(.*)$", text)
     if not match:
         return text, ""
-    return match.group(1).strip(), (match.group(2) + match.group(3)).strip()
+    machine, versions, rest = match.group(1).strip(), match.group(2), match.group(3).strip()
+    threads = re.match(r"with (\d+) threads,? *(.*)$", rest)  # describe_machine(): "... with N threads, OS; GPU X"
+    if threads:
+        return ", ".join(filter(None, [machine, f"{threads.group(1)} threads", threads.group(2)])), versions
+    return machine, (versions + " " + rest).strip()
 
 
 def machine_and_versions(data: Dict[str, Any]) -> Tuple[str, str]:
@@ -257,6 +261,22 @@ def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def gen_folder_throughput(prefix: str = "") -> str:
+    name = "folder_throughput.json"
+    data = load_json(name)
+    machine, versions = machine_and_versions(data)
+    speeds = data["images_per_s"]
+    rows = [["decoded into memory and cached", f"{speeds['cached']:.1f}", f"{data['cached_vs_in_memory']:.3f}x",
+             f"**{data['cached_vs_streamed']:.2f}x**"],
+            ["streamed (DataLoader workers)", f"{speeds['streamed']:.1f}", "", "1.00x"],
+            ["the same pixels as an in-memory dataset", f"{speeds['in memory']:.1f}", "1.000x", ""]]
+    body = table(["image folder path", "training images/s", "vs in memory", "vs streamed"], rows, "lrrr")
+    body += (f"\nDecoding all {data['images']:,} images into a fresh cache took {data['cold_decode_s']:.1f} s; loading "
+             f"them back from the cache {data['warm_load_s']:.2f} s.\n\n")
+    return body + provenance(name, f"{data['model']}, batch {data['batch']}, median of {data['rounds']} rounds",
+                             machine, versions, data["command"], prefix)
 
 
 def gen_training_speed(prefix: str = "") -> str:
@@ -464,7 +484,8 @@ def gen_degradation_cifar10(prefix: str = "") -> str:
     info = report_settings(folder)
     rows = [[model, f"{errors[model][0]:.2f}%", f"{errors[model][1]:.2f}%"] for model in MODELS_ORDER]
     body = table(["model", "training error", "validation error"], rows, "lrr")
-    return body + (f"\nAfter {next(iter(errors.values()))[2]:,} iterations, one seed. Machine: {escape(info['machine'])}; "
+    iterations = next(iter(errors.values()))[2]
+    return body + (f"\nAfter {iterations:,} iterations, one seed. Machine: {escape(info['machine'])}; "
                    f"versions: {escape(info['versions'])}; wall time {info['wall']}; date: {info['date']}; "
                    f"command: {code(EXPERIMENT_RUNS[folder])}; "
                    f"[report]({prefix}experiments/{folder}/report.md), "
@@ -753,6 +774,7 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "tta-tried": gen_tta_tried,
     "train-throughput": gen_train_throughput,
     "training-speed": gen_training_speed,
+    "folder-throughput": gen_folder_throughput,
     "activation-memory": gen_activation_memory,
     "cuda-graphs": gen_cuda_graphs,
     "inference": gen_inference,

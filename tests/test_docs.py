@@ -344,3 +344,24 @@ def test_user_pages_speak_to_users():
 def test_results_file_names_say_what_was_run():
     for path in RESULTS.glob("*.json"):
         assert "session" not in path.name.lower(), path.name
+
+
+def test_cifar10_and_folder_tables_equal_their_json_and_csv():
+    paper = json.loads((RESULTS / "paper_cifar-resnet20-h200.json").read_text())
+    (row,) = next(rows for header, rows, _ in tables(expanded("reproducing.md")) if "paper's test error" in header)
+    assert row["final validation error"] == f"{100 - paper['history'][-1]['val_top1']:.2f}%"
+    assert row["best validation error"] == f"{100 - max(r['val_top1'] for r in paper['history']):.2f}%"
+    assert row["iterations"] == f"{paper['history'][-1]['step']:,}" and row["paper's test error"] == "8.75%"
+    records = list(csv.DictReader((EXPERIMENTS / "degradation-cifar10-gpu" / "degradation.csv").open()))
+    last = max(int(r["iteration"]) for r in records)
+    rows = next(rows for header, rows, _ in tables(expanded("reproducing.md")) if "validation error" in header
+                and "model" in header and "training error" in header)
+    for row in rows:
+        (record,) = [r for r in records if r["model"] == row["model"] and int(r["iteration"]) == last]
+        assert row["training error"] == f"{float(record['train_error']):.2f}%"
+        assert row["validation error"] == f"{float(record['test_error']):.2f}%"
+    folder = json.loads((RESULTS / "folder_throughput.json").read_text())
+    rows = next(rows for header, rows, _ in tables(expanded("results.md")) if "training images/s" in header)
+    assert [row["training images/s"] for row in rows] == [
+        f"{folder['images_per_s'][name]:.1f}" for name in ("cached", "streamed", "in memory")]
+    assert plain(rows[0]["vs streamed"]) == f"{folder['cached_vs_streamed']:.2f}x"
