@@ -202,3 +202,30 @@ def test_the_registry_names_each_format_its_suffix_precisions_and_default_output
         export_checkpoint(weights, "safetensors", output=weights)
     with pytest.raises(ValueError, match="--samples must be >= 1, got 0"):
         export_checkpoint(weights, "onnx", samples=0, output=tmp_path / "m.onnx")
+
+
+def test_verification_refuses_nan_logits_and_nan_inputs(tmp_path):
+    """A check that cannot fail on the worst input is the most dangerous kind: NaN never passes."""
+    from resnetlab.export import Agreement
+
+    model = create_model("resnet8", num_classes=3).eval()
+    images = torch.randn(4, 3, 16, 16)
+    broken = create_model("resnet8", num_classes=3).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.fc.bias.fill_(float("nan"))
+    agreement = compare(model, broken, images)
+    assert agreement.non_finite == 4 and agreement.max_abs_diff == float("inf")
+    assert not agreement.within("fp32") and not agreement.within("int8", min_agreement=0.0)
+    assert "NaN or infinite logits on 4" in agreement.describe()
+    both_nan = compare(broken, broken, images)  # identical NaN logits agree on nothing
+    assert both_nan.top1_agreement == 0.0 and not both_nan.within("bf16", min_agreement=0.0)
+    assert Agreement(0.0, 1.0, 1.0, 4).within("fp32")
+    metadata = dict(arch="resnet8", options=dict(num_classes=3))
+    with pytest.raises(ValueError, match=r"nothing written") as error:
+        export_model(broken, tmp_path / "nan.safetensors", "safetensors", inputs=images, metadata=metadata)
+    assert "NaN or infinite logits" in str(error.value) and not (tmp_path / "nan.safetensors").exists()
+    nan_inputs = images.clone()
+    nan_inputs[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"^verification data holds NaN or infinite values"):
+        export_model(model, tmp_path / "x.safetensors", "safetensors", inputs=nan_inputs, metadata=metadata)

@@ -207,6 +207,10 @@ def test_eval_writes_the_confusion_matrix_by_default(tmp_path, capsys):
     code, _, err = run_cli(capsys, "eval", "--weights", str(weights), "--data", str(folder),
                            "--confusion", str(weights))
     assert code == 2 and "would overwrite the weights" in err
+    state = weights.with_name("last.state.pt")
+    state.write_bytes(b"a run's training state")
+    code, _, err = run_cli(capsys, "eval", "--weights", str(weights), "--data", str(folder), "--confusion", str(state))
+    assert code == 2 and "is not a .png file name" in err and state.read_bytes() == b"a run's training state"
 
 
 def test_eval_per_class_accuracy_matches_the_confusion_matrix_and_the_labels(tmp_path, capsys):

@@ -57,6 +57,9 @@ def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
     (dict(overrides=dict(progressive_min_size=2)), "progressive_min_size must be 0 (off) or a side length >= 4, got 2"),
     (dict(overrides=dict(progressive_ramp=[0.8, 0.2])), "progressive_ramp must be [start, end] with 0 <= start"),
     (dict(overrides=dict(progressive_ramp=[0.5])), "progressive_ramp must be [start, end]"),
+    (dict(overrides=dict(name="../../escaped")), "name must be a plain folder name (created under out), got '../../"),
+    (dict(overrides=dict(name="/tmp/elsewhere")), "name must be a plain folder name"),
+    (dict(overrides=dict(name="..")), "name must be a plain folder name"),
 ])
 def test_bad_config_values(kwargs, fragment):
     with pytest.raises(ValueError, match=None) as info:

@@ -24,6 +24,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
         raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
+    if args.confusion and Path(args.confusion).suffix.lower() != ".png":  # never a run's checkpoint or state
+        raise UsageError(f"--confusion {args.confusion} is not a .png file name")
     result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
                                  args.device, args.split, args.flip_tta, args.engine, args.precision,
                                  args.calibration, args.shift_tta)

@@ -49,6 +49,8 @@ def check_inputs(x: Tensor, in_chans: int, what: str) -> Tensor:
         raise ValueError(f"{what} has shape {shape}; the model takes N x {in_chans} x H x W images")
     if not x.is_floating_point():
         raise ValueError(f"{what} is {x.dtype}; expected normalized float images")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} holds NaN or infinite values; expected normalized float images")
     return x.float()
 
 

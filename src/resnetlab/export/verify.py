@@ -3,6 +3,7 @@ a file whose logits miss the tolerance is not kept."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
@@ -29,32 +30,42 @@ class Agreement:
     logit_scale: float  # the largest |reference logit|
     top1_agreement: float  # fraction of inputs with the same arg-max
     samples: int
+    non_finite: int = 0  # inputs on which either model gave a NaN or infinite logit
 
     def within(self, precision: str, min_agreement: Optional[float] = None,
                max_abs_diff: Optional[float] = None) -> bool:
-        """fp32: logits equal up to ``max_abs_diff`` x max(1, scale); bf16/int8: top-1 agreement."""
+        """fp32: logits equal up to ``max_abs_diff`` x max(1, scale); bf16/int8: top-1 agreement. Never
+        when a logit of either model is NaN or infinite."""
+        if self.non_finite or not math.isfinite(self.max_abs_diff):
+            return False
         if precision == "fp32":
             limit = (MAX_ABS_DIFF if max_abs_diff is None else max_abs_diff) * max(1.0, self.logit_scale)
             return self.max_abs_diff <= limit
         return self.top1_agreement >= (MIN_AGREEMENT[precision] if min_agreement is None else min_agreement)
 
     def describe(self) -> str:
-        return (f"max abs logit difference {self.max_abs_diff:.3g} (logits up to {self.logit_scale:.3g}), "
+        text = (f"max abs logit difference {self.max_abs_diff:.3g} (logits up to {self.logit_scale:.3g}), "
                 f"top-1 agreement {100 * self.top1_agreement:.2f}% on {self.samples} inputs")
+        if self.non_finite:
+            text += f", NaN or infinite logits on {self.non_finite} of them"
+        return text
 
 
 @torch.no_grad()
 def compare(reference: Callable[[Tensor], Tensor], candidate: Callable[[Tensor], Tensor], inputs: Tensor,
             batch_size: int = 64) -> Agreement:
-    """Run both on ``inputs`` (in batches) and compare their logits."""
-    diff, scale, same = 0.0, 0.0, 0
+    """Run both on ``inputs`` (in batches) and compare their logits (a NaN difference counts as infinite)."""
+    diff, scale, same, non_finite = 0.0, 0.0, 0, 0
     for x in inputs.split(batch_size):
         expected = reference(x).float()
         actual = candidate(x).float()
-        diff = max(diff, (expected - actual).abs().max().item())
-        scale = max(scale, expected.abs().max().item())
-        same += int((expected.argmax(1) == actual.argmax(1)).sum())
-    return Agreement(diff, scale, same / len(inputs), len(inputs))
+        finite = torch.isfinite(expected).all(1) & torch.isfinite(actual).all(1)
+        non_finite += int((~finite).sum())
+        gap = (expected - actual).abs().nan_to_num(nan=math.inf).max().item()
+        diff = max(diff, gap)
+        scale = max(scale, expected.abs().nan_to_num(nan=math.inf).max().item())
+        same += int(((expected.argmax(1) == actual.argmax(1)) & finite).sum())
+    return Agreement(diff, scale, same / len(inputs), len(inputs), non_finite)
 
 
 @dataclass

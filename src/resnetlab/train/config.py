@@ -257,6 +257,9 @@ def validate(config: TrainConfig) -> None:
         (config.accum_steps >= 1, f"accum_steps must be >= 1, got {config.accum_steps}"),
         (config.accum_steps < 1 or config.batch_size % config.accum_steps == 0,
          f"batch_size {config.batch_size} must be a multiple of accum_steps {config.accum_steps}"),
+        (not config.name or (config.name == Path(config.name).name and config.name not in (".", "..")
+                             and "\\" not in config.name),
+         f"name must be a plain folder name (created under out), got {config.name!r}"),
         (config.dist_timeout > 0, f"dist_timeout must be a positive number of seconds, got {config.dist_timeout}"),
         (not (config.compile and config.checkpoint_activations),
          "compile and checkpoint_activations cannot be combined (torch.compile rejects the recomputation "
