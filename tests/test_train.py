@@ -557,3 +557,32 @@ def test_bf16_channels_last_training_on_the_cpu(tmp_path):
     result = train(tiny_config(tmp_path, name="bf16", precision="bf16", channels_last=True, epochs=3))
     assert result["test_top1"] > 30.0  # learnable data: well above chance
     assert 100.0 >= result["test_top5"] >= result["test_top1"]
+
+
+@pytest.mark.parametrize("killed_at", ["best", "last"])
+def test_a_run_killed_while_writing_a_checkpoint_keeps_the_best_weights_it_reports(tmp_path, monkeypatch, killed_at):
+    full = train(tiny_config(tmp_path, name="full", deterministic=True, epochs=3))
+    best_epoch = max(range(3), key=lambda i: read_history(full)[i]["test_top1"])
+    real_save = Trainer.save
+
+    def dies_on_the_last_epoch(self, tag, partial_seconds, state=True):
+        if tag == killed_at and self.epoch == 3:
+            raise KeyboardInterrupt  # as a kill at that instant: nothing of this write happened
+        return real_save(self, tag, partial_seconds, state)
+
+    monkeypatch.setattr(Trainer, "save", dies_on_the_last_epoch)
+    if best_epoch == 2 or killed_at == "last":  # the write that dies is on the path of the last epoch
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tmp_path, name="cut", deterministic=True, epochs=3))
+    else:
+        train(tiny_config(tmp_path, name="cut", deterministic=True, epochs=3))
+    monkeypatch.setattr(Trainer, "save", real_save)
+    resumed = resume(tmp_path / "runs" / "cut")
+    assert resumed["best_test_top1"] == full["best_test_top1"]
+    a, _ = read_checkpoint(Path(full["run_dir"]) / "best.safetensors")
+    b, _ = read_checkpoint(Path(resumed["run_dir"]) / "best.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def read_history(result):
+    return json.loads((Path(result["run_dir"]) / "metrics.json").read_text())["history"]

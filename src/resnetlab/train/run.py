@@ -269,9 +269,11 @@ class Trainer:
         is_best = evaluated and row["test_top1"] > self.best_top1
         if is_best:
             self.best_top1 = row["test_top1"]
-        self.save("last", 0.0)
+        # Best before last: a run killed between the two resumes from the previous epoch's state and
+        # writes this best again; the other way round, the resumed state would already count it as written.
         if is_best:
             self.save("best", 0.0, state=False)
+        self.save("last", 0.0)
         if not self.ranks.main:
             return
         write_metrics(self.run_dir, self.history, self.config, self.summary())
