@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import resource
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +148,26 @@ def test_real_fashion_mnist(monkeypatch):
     raw = gzip.decompress((DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").read_bytes())
     expected = catalog.KNOWN_IDX["fashion-mnist"]["t10k-labels-idx1-ubyte"][2]
     assert hashlib.sha256(raw).hexdigest() == expected
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    from resnetlab.data import readers
+
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as file:  # 1 GiB of zeros in about 1 MB
+        header = struct.pack(">IIII", 0x803, 1_000_000, 32, 32)
+        file.write(header)
+        block = bytes(2**20)
+        for _ in range(1024):
+            file.write(block)
+    assert bomb.stat().st_size < 3 * 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match=r"decompresses to more than 200 MiB") as error:
+        readers.read_idx(bomb, readers.IDX_IMAGES_MAGIC)
+    assert str(bomb) in str(error.value)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # ru_maxrss is in KiB
+    assert grown_mib < 600  # the limit, not the gigabyte
+    monkeypatch.setattr(readers, "MAX_IDX_BYTES", 2**30 + 2**20)
+    two = tmp_path / "two-members.gz"  # upstream files are one gzip member; several are read like gzip does
+    two.write_bytes(gzip.compress(b"abc") + gzip.compress(b"def"))
+    assert readers._read_maybe_gzip(two) == b"abcdef"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import pickle
@@ -22,15 +21,31 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 
 
-def _read_maybe_gzip(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzip (by content, whatever its name)."""
+# The largest idx file read, decompressed: 4x MNIST's training images. A gzip file that inflates past it
+# (a decompression bomb) is refused before the memory is taken.
+MAX_IDX_BYTES = 200 * 2**20
+
+
+def _read_maybe_gzip(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
+    """The file's bytes, decompressed when it is gzip (by content, whatever its name), at most ``limit``."""
     raw = path.read_bytes()
     if raw[:2] != b"\x1f\x8b":
         return raw
+    parts, size = [], 0
     try:
-        return gzip.decompress(raw)
+        while raw:  # one gzip member after another, as gzip.decompress reads them
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            parts.append(inflater.decompress(raw, limit - size + 1))
+            size += len(parts[-1])
+            if size > limit:
+                raise ValueError(f"{path}: decompresses to more than {limit // 2**20} MiB, more than any idx "
+                                 "file this reader takes") from None
+            if not inflater.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            raw = inflater.unused_data
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{path}: corrupt or truncated gzip file ({one_line(err)})") from None
+    return b"".join(parts)
 
 
 def _verify_known(data: bytes, path: Path, dataset: Optional[str], stem: Optional[str]) -> None:
