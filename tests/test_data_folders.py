@@ -135,3 +135,23 @@ def test_preprocessing_of_a_dataset_checkpoint_resizes_without_cropping():
         assert not ImagePreprocess({"dataset": name, "input_size": [32, 32]}, 3).center_crop
     assert ImagePreprocess({"dataset": "imagenet", "input_size": [224, 224]}, 3).center_crop
     assert ImagePreprocess(None, 3).center_crop
+
+
+def test_links_in_an_image_folder_neither_loop_nor_relabel(tmp_path):
+    from resnetlab.data.folders import image_folder
+
+    root = tmp_path / "images"
+    write_pngs(root, ["cat", "dog"], 2)
+    outside = tmp_path / "elsewhere"
+    write_pngs(outside, ["x"], 1)
+    (root / "cat" / "loop").symlink_to(root, target_is_directory=True)  # a folder link back up the tree
+    (root / "dog" / "alias.png").symlink_to(root / "cat" / "0.png")  # a cat image under dog
+    (root / "cat" / "far.png").symlink_to(outside / "x" / "0.png")  # an image kept outside the tree
+    dataset = image_folder(root)
+    found = sorted((Path(p).relative_to(root).as_posix(), label) for p, label in dataset.samples)
+    assert found == [("cat/0.png", 0), ("cat/1.png", 0), ("cat/far.png", 0), ("dog/0.png", 1), ("dog/1.png", 1)]
+    linked = tmp_path / "linked"  # class folders may themselves be links
+    linked.mkdir()
+    (linked / "a").symlink_to(root / "cat", target_is_directory=True)
+    (linked / "b").symlink_to(root / "dog", target_is_directory=True)
+    assert len(image_folder(linked).samples) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
 from ..errors import one_line
@@ -120,6 +122,35 @@ def _class_dirs(path: Path) -> list[str]:
     return sorted(e.name for e in path.iterdir() if e.is_dir() and not e.name.startswith("."))
 
 
+class _LinkSafeImageFolder(ImageFolder):
+    """ImageFolder whose walk does not follow links into folders (a link back up the tree would repeat it,
+    under other classes), and skips linked files that point inside the tree (another image's alias).
+    Class folders may themselves be links; links to files outside the tree are read once."""
+
+    def make_dataset(self, directory: Any, class_to_idx: dict[str, int], extensions: Any = None,
+                     is_valid_file: Any = None, allow_empty: bool = False) -> list[tuple[str, int]]:
+        root = os.path.realpath(directory)
+        samples, seen = [], set()
+        for name in sorted(class_to_idx):
+            for folder, folders, files in os.walk(os.path.join(directory, name), followlinks=False):
+                folders.sort()
+                for file in sorted(files):
+                    path = os.path.join(folder, file)
+                    real = os.path.realpath(path)
+                    inside = os.path.commonpath([root, real]) == root
+                    if (not has_file_allowed_extension(file, IMG_EXTENSIONS) or real in seen
+                            or (os.path.islink(path) and inside) or not os.path.isfile(real)):
+                        continue
+                    seen.add(real)
+                    samples.append((path, class_to_idx[name]))
+        present = {label for _, label in samples}
+        empty = sorted(name for name, index in class_to_idx.items() if index not in present)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"no images in the class folders {', '.join(empty)} "
+                                    f"(looked for {', '.join(IMG_EXTENSIONS)})")
+        return samples
+
+
 def image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFolder:
     """ImageFolder of `path` with at least two classes; one-line ValueError otherwise."""
     classes = _class_dirs(path)
@@ -129,7 +160,7 @@ def image_folder(path: Path, transform: Optional[Callable] = None) -> ImageFolde
     if len(classes) < 2:
         raise ValueError(f"{path}: only one class folder ({classes[0]}); need at least 2 classes")
     try:
-        return ImageFolder(str(path), transform=transform, loader=read_rgb)
+        return _LinkSafeImageFolder(str(path), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # a class folder without images
         raise ValueError(f"{path}: {one_line(err)}") from None
 
