@@ -267,3 +267,29 @@ def test_eval_averages_the_mirror_and_shifts_in_when_the_checkpoint_says_so(tmp_
     assert code == 0 and out.startswith(f"{folder} (folder: all 20 images) [flip-tta shift-tta]: top-1 ")
     assert Predictor(shifted).shift_tta and not Predictor(shifted, shift_tta=False).shift_tta
     assert not Predictor(plain).shift_tta
+
+
+def test_predict_escapes_control_characters_in_file_names(tmp_path, capsys):
+    weights = tiny_checkpoint(tmp_path / "w.safetensors")
+    hostile = tmp_path / "a\x1b[31mred\nname.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(hostile)
+    (tmp_path / "bad\x07.png").write_bytes(b"not an image")
+    code, out, err = run_cli(capsys, "predict", "--weights", str(weights), str(hostile), str(tmp_path / "bad\x07.png"))
+    assert code == 1 and "\x1b" not in out + err and "\x07" not in out + err
+    assert out.count("\n") == 1 and "a\\x1b[31mred\\x0aname.png: " in out
+    assert err.count("\n") == 1 and "bad\\x07.png: error: cannot read image" in err
+
+
+def test_confusion_csv_quotes_class_names(tmp_path):
+    import csv
+
+    from resnetlab.train.outputs import write_final_outputs
+
+    classes = ['a, "quoted" one', "line\nbreak", "plain"]
+    confusion = torch.tensor([[3, 1, 0], [0, 2, 2], [1, 0, 5]])
+    history = [dict(epoch=1, train_loss=1.0, train_top1=50.0, test_loss=1.0, test_top1=50.0)]
+    write_final_outputs(tmp_path, history, "t", confusion, classes, "test")
+    rows = list(csv.reader((tmp_path / "confusion.csv").open(newline="")))
+    assert rows[0] == ["true\\predicted", *classes]
+    assert [row[0] for row in rows[1:]] == classes and [list(map(int, row[1:])) for row in rows[1:]] == \
+        confusion.tolist()

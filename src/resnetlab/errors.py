@@ -4,9 +4,10 @@ every user-facing error goes through."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Optional, Union
 
-__all__ = ["DownloadError", "RankLost", "TrainingDiverged", "one_line"]
+__all__ = ["DownloadError", "RankLost", "TrainingDiverged", "one_line", "printable"]
 
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -30,3 +31,9 @@ def one_line(error: Union[BaseException, str], limit: Optional[int] = None) -> s
     if limit is not None and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (escape codes, newlines) as \\xNN or \\uNNNN."""
+    return "".join(char if unicodedata.category(char) not in ("Cc", "Zl", "Zp") else
+                   (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}") for char in text)

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import printable
 from .common import PROG, UsageError
 
 
@@ -21,6 +22,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..analysis.plots import plot_confusion
     from ..errors import one_line
     from ..inference import evaluate_checkpoint
+    from ..weights import is_weights_name
 
     if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
         raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
@@ -30,7 +32,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                  args.device, args.split, args.flip_tta, args.engine, args.precision,
                                  args.calibration, args.shift_tta)
     weights = Path(args.weights)
-    png = Path(args.confusion or weights.with_name(f"{weights.stem}-confusion-{result['data']}-{result['split']}.png"))
+    stem = args.weights if is_weights_name(args.weights) else weights.stem  # named weights: in the current folder
+    png = Path(args.confusion or weights.with_name(f"{stem}-confusion-{result['data']}-{result['split']}.png"))
     failure = ""
     try:
         plot_confusion(torch.tensor(result["confusion"]), result["classes"], png,
@@ -49,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"loss {result['test_loss']:.4f}  ({result['samples']} images)")
         width = max(len(c) for c in result["classes"])
         for name, accuracy in zip(result["classes"], result["per_class_top1"]):
-            print(f"  {name:<{width}}  {accuracy:6.2f}%")
+            print(f"  {printable(name):<{width}}  {accuracy:6.2f}%")
         if not failure:
             print(f"confusion matrix written to {png}")
     if failure and args.confusion:
@@ -71,10 +74,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for prediction in predictor.predict(args.images, args.topk):
         if prediction.error:
             failures += 1
-            print(f"{prediction.path}: error: {prediction.error}", file=sys.stderr)
+            print(f"{printable(prediction.path)}: error: {printable(prediction.error)}", file=sys.stderr)
             continue
         ranked = ", ".join(f"{c} {p:.3f}" for c, p in zip(prediction.classes, prediction.probabilities))
-        print(f"{prediction.path}: {ranked}")
+        print(f"{printable(prediction.path)}: {printable(ranked)}")
     return 1 if failures else 0
 
 
@@ -99,7 +102,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `eval` and `predict` subcommands."""
     p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help="checkpoint file or weights name (see `resnetlab weights`)")
     p.add_argument("--data", required=True, help="dataset name or image folder")
     p.add_argument("--data-dir")
     p.add_argument("--split", default="test", choices=["train", "test", "val"],
@@ -117,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files or folders")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help="checkpoint file or weights name (see `resnetlab weights`)")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--topk", type=int, default=3)

@@ -67,6 +67,8 @@ def write_final_outputs(run_dir: Path, history: List[Dict[str, Any]], title: str
     if confusion is None:
         return
     plot_confusion(confusion, classes, run_dir / "confusion.png", title=f"{title}, {eval_split} set")
-    rows = [",".join(["true\\predicted", *classes])]
-    rows += [",".join([name, *map(str, confusion[i].tolist())]) for i, name in enumerate(classes)]
-    atomic_write_text(run_dir / "confusion.csv", "\n".join(rows) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # quotes class names holding commas, quotes or newlines
+    writer.writerow(["true\\predicted", *classes])
+    writer.writerows([name, *confusion[i].tolist()] for i, name in enumerate(classes))
+    atomic_write_text(run_dir / "confusion.csv", buffer.getvalue())
