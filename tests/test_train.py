@@ -586,3 +586,33 @@ def test_a_run_killed_while_writing_a_checkpoint_keeps_the_best_weights_it_repor
 
 def read_history(result):
     return json.loads((Path(result["run_dir"]) / "metrics.json").read_text())["history"]
+
+
+def test_resume_checks_the_state_belongs_to_the_run_and_respects_a_live_lock(tmp_path):
+    stopped = train(tiny_config(tmp_path, name="a", stop_after_steps=3))
+    run_a = Path(stopped["run_dir"])
+    assert (run_a / "run.json").is_file() and not (run_a / ".lock").exists()  # released when the run stopped
+    with pytest.raises(ValueError, match=r"last\.state\.pt was trained with model 'resnet8', not 'resnet14'; a "
+                                         r"resumed run keeps its model \(drop --model\)$"):
+        resume(run_a, dict(model="resnet14"))
+    with pytest.raises(ValueError, match=r"trained with data 'synthetic', not 'mnist'"):
+        resume(run_a, dict(data="mnist"))
+    other = Path(train(tiny_config(tmp_path, name="b", stop_after_steps=3))["run_dir"])
+    (other / "last.state.pt").write_bytes((run_a / "last.state.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"is the training state of another run"):
+        resume(other)
+    state = torch.load(run_a / "last.state.pt", weights_only=True)
+    state["model"] = {key: value[:1] if value.dim() else value for key, value in state["model"].items()}
+    torch.save(state, run_a / "last.state.pt")
+    with pytest.raises(ValueError, match=r"last\.state\.pt: its weights do not fit this resnet8: "):
+        resume(run_a)
+    fresh = Path(train(tiny_config(tmp_path, name="c", stop_after_steps=3))["run_dir"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (fresh / ".lock").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(ValueError, match=rf"run folder {fresh} is being trained by process {sleeper.pid}"):
+            resume(fresh)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert resume(fresh)["finished"] and not (fresh / ".lock").exists()  # a dead process's lock is taken over

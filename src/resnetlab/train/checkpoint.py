@@ -92,12 +92,34 @@ def training_state(trainer: Any, partial_seconds: float) -> Dict[str, Any]:
         elapsed=trainer.elapsed + partial_seconds,
         eval_seconds=trainer.eval_seconds,
         best_top1=trainer.best_top1, history=trainer.history, rng=rng_state(), config=trainer.config.to_dict(),
+        run_id=trainer.run_id,
     )
 
 
-def restore_training_state(trainer: Any, state: Dict[str, Any]) -> None:
+# What a resumed run may not change: the network and the data it learns from.
+RUN_DEFINING = ("model", "model_options", "data")
+
+
+def check_state_belongs(state: Dict[str, Any], path: Path, config: Any, run_id: str) -> None:
+    """A one-line ValueError unless the training state at ``path`` is one of this run's (its id, when both
+    record one) and was trained with ``config``'s model, options and data."""
+    recorded = state.get("config") if isinstance(state.get("config"), dict) else {}
+    if run_id and state.get("run_id") and state["run_id"] != run_id:
+        raise ValueError(f"{path} is the training state of another run (id {state['run_id']}, this run's is "
+                         f"{run_id}); resume a run from its own folder")
+    for key in RUN_DEFINING:
+        if key in recorded and recorded[key] != getattr(config, key):
+            raise ValueError(f"{path} was trained with {key} {recorded[key]!r}, not {getattr(config, key)!r}; "
+                             f"a resumed run keeps its {key} (drop --{key.replace('_', '-')})")
+
+
+def restore_training_state(trainer: Any, state: Dict[str, Any], path: Union[str, Path] = "the state") -> None:
     """Put ``trainer`` (a Trainer) back where ``training_state`` found it."""
-    trainer.model.load_state_dict(state["model"])
+    try:
+        trainer.model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: its weights do not fit this {trainer.config.model}: "
+                         f"{one_line(error, 160)}") from None
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.scaler is not None and state.get("scaler"):

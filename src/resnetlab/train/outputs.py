@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -16,7 +18,8 @@ from ..fileio import atomic_write_text
 from .checkpoint import has_checkpoint
 from .config import TrainConfig
 
-__all__ = ["new_run_dir", "open_tensorboard", "run_name", "write_final_outputs", "write_metrics"]
+__all__ = ["lock_run", "new_run_dir", "open_tensorboard", "run_id", "run_name", "unlock_run",
+           "write_final_outputs", "write_metrics"]
 
 
 def run_name(config: TrainConfig) -> str:
@@ -72,3 +75,61 @@ def write_final_outputs(run_dir: Path, history: List[Dict[str, Any]], title: str
     writer.writerow(["true\\predicted", *classes])
     writer.writerows([name, *confusion[i].tolist()] for i, name in enumerate(classes))
     atomic_write_text(run_dir / "confusion.csv", buffer.getvalue())
+
+
+RUN_FILE = "run.json"  # the run's identity, which its training states carry too
+LOCK_FILE = ".lock"  # the process training the run
+
+
+def run_id(run_dir: Path, create: bool = False) -> str:
+    """The identity of the run in ``run_dir`` ('' for a run made before runs had one); ``create``
+    gives a new run one."""
+    path = Path(run_dir) / RUN_FILE
+    if create:
+        atomic_write_text(path, json.dumps(dict(id=uuid.uuid4().hex, created=datetime.now().isoformat())) + "\n")
+    try:
+        return str(json.loads(path.read_text())["id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def lock_run(run_dir: Path) -> None:
+    """Mark ``run_dir`` as trained by this process; a one-line ValueError when another live process
+    holds it. A lock left by a process that died is taken over."""
+    path = Path(run_dir) / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                raise ValueError(f"run folder {run_dir} is being trained by process {holder}; wait for it to "
+                                 "finish or stop it, then --resume") from None
+            path.unlink(missing_ok=True)  # a stale lock (or this process's own)
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        return
+
+
+def unlock_run(run_dir: Path) -> None:
+    """Release the lock of ``run_dir`` if this process holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        if int(path.read_text().strip() or 0) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass

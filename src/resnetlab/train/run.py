@@ -25,6 +25,7 @@ from ..models import build_model
 from ..weights import save_weights
 from .checkpoint import (
     STATE_SUFFIX,
+    check_state_belongs,
     has_checkpoint,
     latest_state,
     load_state,
@@ -47,7 +48,7 @@ from .distributed import (
 )
 from .engine import cuda_graphed, progressive_size, resize_batch, train_steps
 from .optim import build_optimizer, build_scheduler
-from .outputs import new_run_dir, open_tensorboard, write_final_outputs, write_metrics
+from .outputs import lock_run, new_run_dir, open_tensorboard, run_id, unlock_run, write_final_outputs, write_metrics
 
 
 class Trainer:
@@ -81,6 +82,11 @@ class Trainer:
         if config.cuda_graphs:
             check_cuda_graphs(config, self.device, ranks)
         # Everything that can fail on bad input happens before the run folder exists.
+        if resume is not None:  # the state must be this run's before anything is built for it
+            self.run_id = run_id(resume)
+            state_path = latest_state(resume)
+            state = load_state(state_path)
+            check_state_belongs(state, state_path, config, self.run_id)
         self.data = prepare_data(config, self.device, ranks)
         if self.data.note and not config.quiet:
             self._print(self.data.note)
@@ -126,7 +132,7 @@ class Trainer:
         self.resumed = resume is not None
         if resume is not None:
             self.run_dir = resume
-            restore_training_state(self, load_state(latest_state(resume)))
+            restore_training_state(self, state, state_path)
             if ranks.main:  # a process killed while writing leaves its temporary file behind
                 for orphan in resume.glob(".*.tmp"):
                     orphan.unlink(missing_ok=True)
@@ -150,14 +156,20 @@ class Trainer:
         if ranks.main:
             self.tensorboard = open_tensorboard(self.run_dir) if config.tensorboard else None
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.resumed:
+                self.run_id = run_id(self.run_dir, create=True)
             atomic_write_text(self.run_dir / "config.toml", to_toml(config))
+        self.run_id = from_main(ranks, getattr(self, "run_id", ""))
 
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> Dict[str, Any]:
         """Train until the step budget is spent (or a requested stop); return the final metrics.
 
-        A new run that fails before its first checkpoint leaves no run folder behind."""
+        A new run that fails before its first checkpoint leaves no run folder behind. While it trains,
+        the run folder is locked against a second process resuming it."""
+        if self.ranks.main:
+            lock_run(self.run_dir)
         try:
             return self._train()
         except BaseException:
@@ -166,6 +178,9 @@ class Trainer:
                     self.tensorboard.close()
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
+        finally:
+            if self.ranks.main:
+                unlock_run(self.run_dir)
 
     def _train(self) -> Dict[str, Any]:
         while self.step < self.total_steps:
