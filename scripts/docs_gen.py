@@ -600,6 +600,28 @@ def gen_zoo(prefix: str = "") -> str:
     return table(header, rows, "llrllrrlrrr")
 
 
+def gen_weights(prefix: str = "") -> str:
+    from resnetlab.weights import list_weights
+
+    rows = []
+    for entry in list_weights():
+        pre, acc = entry.preprocessing, entry.accuracy
+        size = pre["input_size"][0]
+        resize = pre.get("resize_size") or round(size / (pre.get("crop_fraction") or 1.0))
+        prepare = f"{size}" if resize == size else f"resize {resize}, crop {size}"
+        mean = ", ".join(f"{v:g}" for v in pre["mean"])
+        std = ", ".join(f"{v:g}" for v in pre["std"])
+        digest = entry.sha256[:12] if entry.sha256 else f"{entry.hash_prefix} (prefix)"
+        file_size = f"{entry.file_size_mb:.1f}" if entry.file_size_mb is not None else "-"
+        rows.append([f"`{entry.name}`" + (" (default)" if entry.default else ""), entry.source,
+                     f"{acc['top1']:.2f}%", escape(f"{acc['dataset']} ({acc['kind']})"), entry.num_classes,
+                     prepare, pre.get("interpolation", "bilinear"), mean, std, file_size, code(digest),
+                     escape(entry.license)])
+    header = ["weights", "source", "top-1", "measured on", "classes", "input", "interpolation", "mean", "std",
+              "MB", "sha256", "license"]
+    return table(header, rows, "llrlrlllllll")
+
+
 def config_comments() -> Dict[str, str]:
     """TrainConfig field -> the comment that documents it in config.py (inline, or the block above it)."""
     import inspect
@@ -790,6 +812,7 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "gradients": gen_gradients,
     "responses": gen_responses,
     "zoo": gen_zoo,
+    "weights": gen_weights,
     "config-keys": gen_config_keys,
     "recipes": gen_recipes,
     "cli": gen_cli,

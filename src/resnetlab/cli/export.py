@@ -58,7 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `export` and `bench` subcommands."""
     p = sub.add_parser("export", help="write ONNX, TorchScript or safetensors, verified against PyTorch")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help="checkpoint file or weights name (see `resnetlab weights`)")
     p.add_argument("--format", required=True, help="onnx, torchscript or safetensors")
     p.add_argument("--precision", default="fp32", help="fp32, bf16 (torchscript, safetensors) or int8 "
                    "(onnx, torchscript)")
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="inference images/s and latency of every path, against torchvision")
     p.add_argument("--model", help="zoo name (default: the one the weights name)")
-    p.add_argument("--weights", help="checkpoint (default: random weights, seed 0)")
+    p.add_argument("--weights", help="checkpoint file or weights name (default: random weights, seed 0)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     p.add_argument("--data", help="check each path's top-1 agreement (and accuracy) on this dataset's test split")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from ..weights import load_model
+from ..weights import is_weights_name, load_model
 from .formats import FORMATS, PRECISIONS, REGISTRY, check_choice
 from .inputs import calibration_images, verification_inputs
 from .verify import ExportResult, export_model
@@ -25,7 +25,10 @@ def export_metadata(metadata: Dict[str, Any], arch: Optional[str] = None) -> Dic
 
 
 def default_output(weights: PathLike, fmt: str, precision: str) -> Path:
-    """Where an export of ``weights`` goes unless told: beside them, e.g. best-fp32.onnx."""
+    """Where an export of ``weights`` goes unless told: beside them, e.g. best-fp32.onnx (for named
+    weights, in the current folder: resnet50.tv2_in1k-fp32.onnx)."""
+    if is_weights_name(weights):
+        return Path(f"{weights}-{precision}{REGISTRY[fmt].suffix}")
     weights = Path(weights)
     return weights.with_name(f"{weights.stem}-{precision}{REGISTRY[fmt].suffix}")
 

@@ -139,6 +139,9 @@ class ResNet(nn.Module):
                                    if stem_pool else nn.Identity())
         stem_reduction = (1 if stem == "cifar" else 2) * (2 if stem_pool else 1)
         self.min_input_size = stem_reduction
+        # The stem's output before the max-pool: feature index 0 (timm's convention).
+        self.stem_info: Dict[str, Any] = dict(num_chs=widths[0], reduction=1 if stem == "cifar" else 2,
+                                              module="relu")
 
         # Stages: layer1, layer2, ... (torchvision names).
         self.feature_info: List[Dict[str, Any]] = []
@@ -217,6 +220,42 @@ class ResNet(nn.Module):
         x = self.layer4(x)
         return x
 
+    def feature_indices(self, indices: Union[None, int, Sequence[int]] = None) -> List[int]:
+        """Feature indices checked: 0 the stem, 1.. the stages; None all stages, an int n the last n."""
+        last = len(self.stage_names)
+        if indices is None:
+            return list(range(1, last + 1))
+        if isinstance(indices, int):
+            if not 1 <= indices <= last + 1:
+                raise ValueError(f"indices={indices} asks for the last {indices} feature maps; accepted: 1 to "
+                                 f"{last + 1}")
+            return list(range(last + 1 - indices, last + 1))
+        chosen = sorted({int(i) for i in indices})
+        if not chosen or chosen[0] < 0 or chosen[-1] > last:
+            raise ValueError(f"feature indices {list(indices)} out of range; accepted: 0 (stem) to {last} "
+                             f"(stage {last})")
+        return chosen
+
+    def feature_info_at(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
+        """channels, reduction and module of the feature maps at ``indices`` (see feature_indices)."""
+        infos = [self.stem_info] + self.feature_info
+        return [dict(infos[i], index=i) for i in indices]
+
+    @torch.jit.unused
+    def forward_intermediates(self, x: Tensor, indices: Union[None, int, Sequence[int]] = None,
+                              intermediates_only: bool = False) -> Any:
+        """The feature maps at ``indices`` (0: stem, 1..: stages) and the last stage's map, as timm returns them."""
+        take = self.feature_indices(indices)
+        check_input_size(x, self.min_input_size, self.stem_kind)
+        x = self.relu(self.bn1(self.conv1(x)))
+        intermediates = [x] if 0 in take else []
+        x = self.maxpool(x)
+        for index, name in enumerate(self.stage_names, start=1):
+            x = getattr(self, name)(x)
+            if index in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
     @torch.jit.unused
     def _forward_stages_checkpointed(self, x: Tensor) -> Tensor:
         for name in self.stage_names:
@@ -250,26 +289,46 @@ class ResNet(nn.Module):
         return [b for name in self.stage_names for b in getattr(self, name)]
 
 
+# Ceilings that keep a typo from allocating the machine's memory; far above any published ResNet.
+MAX_BLOCKS, MAX_WIDTH, MAX_CLASSES, MAX_CHANNELS, MAX_GROUPS = 1000, 16384, 1_000_000, 1024, 1024
+
+
+def _whole(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high:,}, got {value!r}")
+
+
 def _check_options(block: Block, layers: Sequence[int], widths: Sequence[int], num_classes: int,
                    in_chans: int, stem: str, shortcut: str, groups: int,
                    width_per_group: int) -> None:
     if block not in (BasicBlock, Bottleneck):
         raise ValueError(f"block must be BasicBlock or Bottleneck, got {block!r}")
+    if not isinstance(layers, (list, tuple)) or not isinstance(widths, (list, tuple)):
+        raise ValueError(f"layers and widths must be lists, got {layers!r} and {widths!r}")
     if not 1 <= len(layers) <= MAX_STAGES or len(layers) != len(widths):
         raise ValueError(f"layers {list(layers)} and widths {list(widths)} must have the same "
                          f"length, 1 to {MAX_STAGES} (one entry per stage)")
-    if any(int(n) < 1 for n in layers):
+    if any(isinstance(n, int) and not isinstance(n, bool) and n < 1 for n in layers):
         raise ValueError(f"every stage needs at least one block, got layers={list(layers)}")
-    if num_classes < 0:
+    for n in layers:
+        _whole("each entry of layers", n, 1, MAX_BLOCKS)
+    for width in widths:
+        _whole("each entry of widths", width, 1, MAX_WIDTH)
+    if isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-    if in_chans < 1:
+    _whole("num_classes", num_classes, 0, MAX_CLASSES)
+    if isinstance(in_chans, int) and not isinstance(in_chans, bool) and in_chans < 1:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    _whole("in_chans", in_chans, 1, MAX_CHANNELS)
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; accepted: {', '.join(map(repr, STEMS))}")
     if shortcut not in SHORTCUTS:
         raise ValueError(f"unknown shortcut {shortcut!r}; accepted: {', '.join(map(repr, SHORTCUTS))}")
-    if groups < 1 or width_per_group < 1:
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (groups, width_per_group)) and \
+            (groups < 1 or width_per_group < 1):
         raise ValueError(f"groups and width_per_group must be >= 1, got {groups}, {width_per_group}")
+    _whole("groups", groups, 1, MAX_GROUPS)
+    _whole("width_per_group", width_per_group, 1, MAX_WIDTH)
 
 
 Builder = Callable[..., ResNet]

@@ -23,10 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from .errors import one_line
-from .fileio import atomic_write
+from ..errors import one_line
+from ..fileio import atomic_write
 
-__all__ = ["LoadResult", "read_checkpoint", "load_weights", "save_weights"]
+__all__ = ["LoadResult", "read_checkpoint", "load_model", "load_weights", "save_weights"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -76,7 +76,7 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     if raw.get("format") == "resnetlab":
         try:
             metadata["options"] = json.loads(raw.get("options", "{}"))
-            for key in ("class_names", "preprocessing"):
+            for key in ("class_names", "preprocessing", "accuracy"):
                 if key in raw:
                     metadata[key] = json.loads(raw[key])
         except json.JSONDecodeError as exc:
@@ -327,13 +327,19 @@ def load_model(path: PathLike, arch: Optional[str] = None, strict: bool = True,
                **options: Any) -> Tuple[nn.Module, Dict[str, Any]]:
     """Build the model a checkpoint describes and load it; returns (model in eval mode, metadata).
 
-    resnetlab checkpoints name their architecture and options; for others (torchvision,
-    timm, akamaster) pass ``arch`` and the options that differ from the zoo's. Options
-    given here override the stored ones (with ``strict=False`` a new head is allowed).
+    ``path`` is a checkpoint file or a weights name (``resnet50.tv2_in1k``, or a tag of ``arch``;
+    see list_weights), downloaded when needed. resnetlab checkpoints and named weights know their
+    architecture; for other files (torchvision, timm, akamaster) pass ``arch`` and the options that
+    differ from the zoo's. Options given here override the stored ones (with ``strict=False`` a
+    new head is allowed).
     """
-    from .models import build_model
+    from ..models import build_model
+    from .registry import resolve_weights
 
+    path, entry = resolve_weights(path, arch)
     state, metadata = read_checkpoint(path)
+    if entry is not None:
+        metadata = {**entry.metadata(), **metadata}
     stored = metadata.get("arch")
     if arch and stored and arch != stored:
         raise ValueError(f"checkpoint {path} holds a {stored}, not a {arch}")
