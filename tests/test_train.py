@@ -60,6 +60,12 @@ def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
     (dict(overrides=dict(name="../../escaped")), "name must be a plain folder name (created under out), got '../../"),
     (dict(overrides=dict(name="/tmp/elsewhere")), "name must be a plain folder name"),
     (dict(overrides=dict(name="..")), "name must be a plain folder name"),
+    (dict(overrides=dict(warmup_epochs=float("inf"))), "warmup_epochs must be a number >= 0, got inf"),
+    (dict(overrides=dict(checkpoint_every=-1)), "checkpoint_every must be >= 0 (0: once per epoch), got -1"),
+    (dict(overrides=dict(stop_after_steps=-1)), "stop_after_steps must be >= 0 (0: never), got -1"),
+    (dict(overrides=dict(image_size=0)), "image_size must be from 8 to 4096 pixels, got 0"),
+    (dict(overrides=dict(pad=100000)), "pad must be from 0 to 64 pixels, got 100000"),
+    (dict(overrides=dict(model_options=dict(num_classes=0))), "num_classes and in_chans come from the data"),
 ])
 def test_bad_config_values(kwargs, fragment):
     with pytest.raises(ValueError, match=None) as info:

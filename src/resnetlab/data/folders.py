@@ -146,8 +146,8 @@ class _LinkSafeImageFolder(ImageFolder):
         present = {label for _, label in samples}
         empty = sorted(name for name, index in class_to_idx.items() if index not in present)
         if empty and not allow_empty:
-            raise FileNotFoundError(f"no images in the class folders {', '.join(empty)} "
-                                    f"(looked for {', '.join(IMG_EXTENSIONS)})")
+            raise FileNotFoundError(f"found no valid file for the classes {', '.join(empty)}; supported extensions "
+                                    f"are {', '.join(IMG_EXTENSIONS)}")
         return samples
 
 

@@ -20,6 +20,8 @@ except ModuleNotFoundError:  # Python < 3.11
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Ceilings that keep a typo from asking for tens of GB; raise them here for a real need.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_PAD = 8, 4096, 64
 
 
 @dataclass
@@ -241,10 +243,20 @@ def validate(config: TrainConfig) -> None:
          f"val_split must be a fraction in (0, 1) or a whole count of samples, got {config.val_split}"),
         (config.cache_budget_gb >= 0, f"cache_budget_gb must be >= 0 (0: a quarter of RAM), got "
                                       f"{config.cache_budget_gb}"),
-        (config.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.warmup_epochs}"),
+        (math.isfinite(config.warmup_epochs) and config.warmup_epochs >= 0,
+         f"warmup_epochs must be a number >= 0, got {config.warmup_epochs}"),
+        (config.checkpoint_every >= 0,
+         f"checkpoint_every must be >= 0 (0: once per epoch), got {config.checkpoint_every}"),
+        (config.stop_after_steps >= 0, f"stop_after_steps must be >= 0 (0: never), got {config.stop_after_steps}"),
+        (MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE,
+         f"image_size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {config.image_size}"),
+        (0 <= config.pad <= MAX_PAD, f"pad must be from 0 to {MAX_PAD} pixels, got {config.pad}"),
+        (config.workers >= 0 and config.threads >= 0,
+         f"workers and threads must be >= 0, got {config.workers} and {config.threads}"),
+        (not {"num_classes", "in_chans"} & set(config.model_options),
+         "num_classes and in_chans come from the data; drop them from the model options (-o)"),
         (config.clip_grad_norm >= 0, f"clip_grad_norm must be >= 0, got {config.clip_grad_norm}"),
         (config.train_subset >= 0 and config.test_subset >= 0, "train_subset and test_subset must be >= 0"),
-        (config.pad >= 0, f"pad must be >= 0, got {config.pad}"),
         (0 <= config.erase <= 1, f"erase (a probability) must be in [0, 1], got {config.erase}"),
         (config.progressive_min_size == 0 or config.progressive_min_size >= 4,
          f"progressive_min_size must be 0 (off) or a side length >= 4, got {config.progressive_min_size}"),
