@@ -621,3 +621,31 @@ def test_resume_checks_the_state_belongs_to_the_run_and_respects_a_live_lock(tmp
         sleeper.kill()
         sleeper.wait()
     assert resume(fresh)["finished"] and not (fresh / ".lock").exists()  # a dead process's lock is taken over
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from helpers import run_cli
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def full_disk_on_the_second_state(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
+                               "data/12: file write failed")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_on_the_second_state)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "train", "--data", "synthetic", "--model", "resnet8", "--epochs", "3",
+                           "--train-subset", "256", "--test-subset", "64", "--batch-size", "64", "--precision", "fp32",
+                           "--quiet", "--out", out, "--name", "full")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("resnetlab: error: [Errno 5] write failed (") and "last.state.pt'" in err
+    assert not list((out / "full").glob(".*.tmp"))  # nothing half-written
+    kept = torch.load(out / "full" / "last.state.pt", weights_only=True)
+    assert kept["epoch"] == 1  # the last good checkpoint, intact
+    monkeypatch.setattr(torch, "save", real_save)
+    resumed = resume(out / "full")
+    assert resumed["finished"] and resumed["epochs"] == 3

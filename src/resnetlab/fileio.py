@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +13,8 @@ PathLike = Union[str, os.PathLike]
 
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; nothing is left on failure
-    (neither the temporary file nor the folders made for it)."""
+    (neither the temporary file nor the folders made for it). A write that fails (a full disk, a
+    read-only folder) is an OSError naming ``path``."""
     path = Path(path)
     made = []  # missing folders, deepest first
     folder = path.parent
@@ -23,8 +25,13 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        except RuntimeError as error:  # torch.save reports a full disk as "PytorchStreamWriter failed writing"
+            raise OSError(errno.EIO, f"write failed ({' '.join(str(error).split())})", str(path)) from None
+        except OSError as error:  # named after the file it was meant for, not the temporary one
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         for folder in made:
