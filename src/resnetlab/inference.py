@@ -3,6 +3,7 @@ ONNX Runtime, in fp32, bf16 or int8."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -116,6 +117,9 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
         raise ValueError(f"weights {weights} have {model.num_classes} classes; {data} has {len(classes)}")
     stats = evaluate(model, batches, device=target, num_classes=len(classes), flip_tta=flip_tta,
                      shift_tta=shift_tta)
+    if not math.isfinite(stats.loss_sum):
+        raise ValueError(f"weights {weights} give NaN or infinite scores on {data}: no accuracy to report "
+                         "(broken weights?)")
     confusion = stats.confusion
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     return dict(stats.result("test"), classes=list(classes), per_class_top1=per_class,
@@ -189,6 +193,9 @@ class Predictor:
                 continue
             logits = predict_logits(self.model, x.unsqueeze(0).to(self.device), self.flip_tta, self.shift_tta)
             probs = torch.softmax(logits, dim=1)[0]
+            if not bool(torch.isfinite(probs).all()):  # broken weights give no prediction, not "nan"
+                yield Prediction(str(path), error="the model's scores are NaN or infinite (broken weights?)")
+                continue
             top = probs.topk(k)
             yield Prediction(str(path), [self.class_names[i] for i in top.indices.tolist()],
                              [round(float(p), 6) for p in top.values])

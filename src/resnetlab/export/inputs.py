@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..data import DATASETS
+from ..data import DATASETS, dataset_name
 from ..data.inputs import input_size, load_inputs
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_images", "verification_inputs"]
@@ -33,7 +33,8 @@ def verification_inputs(source: Optional[str], metadata: Dict[str, Any], in_chan
     ``source`` (a dataset's test split, a folder or a tensor file), else the test split of the
     checkpoint's dataset, else random normal images at the checkpoint's input size."""
     preprocessing = metadata.get("preprocessing") or {}
-    source = source or (preprocessing.get("dataset") if preprocessing else None)
+    recorded = preprocessing.get("dataset") if preprocessing else None
+    source = source or (recorded if dataset_name(recorded) is not None else None)  # a name, never a folder
     if source:
         sample = load_inputs(source, preprocessing, in_chans, samples, "test", data_dir)
         return sample.images, sample.description

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import one_line
+from ..weights.metadata import check_metadata
 from .fuse import fold_batchnorm
 
 __all__ = ["METADATA_KEY", "OnnxModel", "export_onnx", "load_onnx", "quantize_onnx_int8", "write_onnx"]
@@ -46,7 +47,10 @@ class OnnxModel(nn.Module):
         signature = self.session.get_inputs()[0]
         self.input_name = signature.name
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        self.metadata: Dict[str, Any] = json.loads(stored) if stored else {}
+        try:
+            self.metadata: Dict[str, Any] = check_metadata(json.loads(stored), str(path)) if stored else {}
+        except (json.JSONDecodeError, AttributeError, TypeError) as error:
+            raise ValueError(f"{path} has unreadable resnetlab metadata ({one_line(error, 120)})") from None
         self.in_chans = int(signature.shape[1])
         self.num_classes = int(self.session.get_outputs()[0].shape[1])
         # A model exported without a dynamic batch takes exactly this many images per run.

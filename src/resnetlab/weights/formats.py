@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import one_line
 from ..fileio import atomic_write
+from .metadata import check_class_names, check_metadata
 
 __all__ = ["LoadResult", "read_checkpoint", "load_model", "load_weights", "save_weights"]
 
@@ -82,6 +83,7 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} has unreadable resnetlab metadata ({one_line(exc, 120)}); "
                              "expected JSON in 'options' and 'class_names'") from None
+        metadata = check_metadata(metadata, str(path))
     return state, metadata
 
 
@@ -352,4 +354,6 @@ def load_model(path: PathLike, arch: Optional[str] = None, strict: bool = True,
         merged["num_classes"] = int(state["fc.weight"].shape[0])
     model = build_model(name, **merged)
     load_weights(model, state, strict=strict, verbose=not strict)
+    if not options:  # the stored head: its names must fit it (a new head keeps no names)
+        check_class_names(metadata, model.num_classes, str(path))
     return model.eval(), metadata
