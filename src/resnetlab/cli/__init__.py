@@ -1,7 +1,7 @@
 """Command line: parse, call the library, print. Bad input exits with status 2 and one line.
 
-Each command group lives in its own module (models, train, inference, export, experiment) and adds
-its subcommands with ``register(subparsers)``.
+Each command group lives in its own module (models, weights, train, inference, explain, export,
+experiment, serve) and adds its subcommands with ``register(subparsers)``.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from . import experiment, export, inference, models, train
+from . import experiment, explain, export, inference, models, serve, train, weights
 from .common import PROG, Parser, UsageError, parse_options
 
 __all__ = ["PROG", "Parser", "UsageError", "build_parser", "main", "parse_options"]
 
-COMMAND_GROUPS = (models, train, inference, export, experiment)
+COMMAND_GROUPS = (models, weights, train, inference, explain, export, experiment, serve)
 
 
 def build_parser() -> Parser:

@@ -26,6 +26,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
         raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
+    if args.report and Path(args.weights).suffix == ".onnx":
+        raise UsageError(f"--report runs the checkpoint in PyTorch; {args.weights} is an ONNX file: pass the "
+                         f"checkpoint it was exported from")
+    if args.report and args.top_losses < 1:
+        raise UsageError(f"--top-losses must be >= 1, got {args.top_losses}")
+    if args.report and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise UsageError(f"--report {args.report} is a file; give a folder")
     if args.confusion and Path(args.confusion).suffix.lower() != ".png":  # never a run's checkpoint or state
         raise UsageError(f"--confusion {args.confusion} is not a .png file name")
     result = evaluate_checkpoint(args.weights, args.data, args.data_dir, args.model, args.batch_size,
@@ -58,9 +65,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if failure and args.confusion:
         print(f"{PROG}: error: {failure}", file=sys.stderr)
         return 2
+    if args.report:
+        write_report(args, result)
     if failure:
         print(f"{PROG}: warning: {failure} (pass --confusion PNG to write it elsewhere)", file=sys.stderr)
     return 0
+
+
+def write_report(args: argparse.Namespace, result: dict) -> None:
+    """Write the error analysis of --report (see evaluation_report) and say where."""
+    from ..analysis.report import evaluation_report
+
+    report = evaluation_report(args.weights, args.data, args.report, args.split, args.data_dir, args.model,
+                               args.batch_size, args.device, result["flip_tta"], result["shift_tta"],
+                               args.top_losses)
+    out = sys.stderr if args.json else sys.stdout
+    print(f"calibration: ECE {100 * report['ece']:.2f}% (fp32)", file=out)
+    for pair in report["confused_pairs"][:5]:
+        print(f"  confused: {pair['true']} taken for {pair['predicted']} {pair['count']} times", file=out)
+    print(f"report written to {args.report}/ (top-losses.png, per-class.png, reliability.png, report.json)",
+          file=out)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -114,6 +138,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--confusion", metavar="PNG", help="where to write the confusion matrix (default: next to "
                    "the weights, <weights stem>-confusion-<data>-<split>.png)")
+    p.add_argument("--report", metavar="DIR", help="also write an error analysis of the fp32 checkpoint into DIR: "
+                   "the most confident mistakes with their Grad-CAM, per-class accuracy, the reliability diagram "
+                   "and its expected calibration error, the most confused class pairs")
+    p.add_argument("--top-losses", type=int, default=16, help="how many mistakes --report shows (default 16)")
     add_tta_flags(p)
     add_engine_flags(p)
     p.add_argument("--json", action="store_true")
