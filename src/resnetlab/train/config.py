@@ -200,6 +200,8 @@ def load_toml(path: str | Path) -> Dict[str, Any]:
         raise FileNotFoundError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not valid TOML: it is not UTF-8 text") from None
 
 
 def resolve_config(recipe: str = "default", config_file: Optional[str | Path] = None,
