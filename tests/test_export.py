@@ -51,6 +51,12 @@ def test_onnx_and_torchscript_export_with_dynamic_batch_for_every_architecture(n
     size = spec.input_size[-1] if spec.input_size[-1] <= 32 else 64
     model = randomize_norms(create_model(name, num_classes=10))
     inputs = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        if not bool(torch.isfinite(model(inputs)).all()):  # 200 residual blocks of random weights overflow fp32
+            for block in model.modules():
+                if hasattr(block, "last_norm"):
+                    block.last_norm().weight.mul_(0.05)
+        assert bool(torch.isfinite(model(inputs)).all())  # verification refuses what it cannot compare
     for fmt in ("onnx", "torchscript"):
         result = export_model(model, tmp_path / f"{name}.{fmt}", fmt, "fp32", inputs=inputs,
                               metadata={"arch": name})

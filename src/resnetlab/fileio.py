@@ -29,6 +29,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
             write(Path(tmp))
             os.replace(tmp, path)
         except RuntimeError as error:  # torch.save reports a full disk as "PytorchStreamWriter failed writing"
+            if type(error) is not RuntimeError:  # a caller's own error type (a failed download, ...) stays itself
+                raise
             raise OSError(errno.EIO, f"write failed ({' '.join(str(error).split())})", str(path)) from None
         except OSError as error:  # named after the file it was meant for, not the temporary one
             raise OSError(error.errno, error.strerror or str(error), str(path)) from None
