@@ -138,7 +138,8 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                         schedule="multistep", milestones=[0.5, 0.75], gamma=0.1, pad=4,
                         val_split=0.1, precision="fp32", label_smoothing=0.0),
     # CIFAR-10 on a CPU in minutes: resnet20, one-cycle, label smoothing, 4-pixel crops and flips, the mirror
-    # averaged in at test time, bf16, 15 epochs; the validation split is the paper's 45k/5k.
+    # averaged in at test time, bf16, 15 epochs on the paper's 45k/5k split: 84.98% validation accuracy after
+    # 548 s on the JPEG training folder, 2-core Xeon (time_to_accuracy-cifar-fast.json).
     "cifar-fast": dict(_FASHION_DEFAULT, model="resnet20", data="cifar10", epochs=15, augment="crop-flip", pad=4,
                        val_split=5000, image_size=32, eval_every=5),
     # ResNet v1.5 style ImageNet recipe: SGD, cosine, warmup, label smoothing. The data is the
