@@ -16,7 +16,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..data import DATASETS, DeviceLoader
 from ..device import resolve_device
 from ..errors import TrainingDiverged
 from ..evaluation import EpochStats, evaluate
@@ -82,6 +81,7 @@ class Trainer:
         if config.cuda_graphs:
             check_cuda_graphs(config, self.device, ranks)
         # Everything that can fail on bad input happens before the run folder exists.
+        self.run_id = ""  # a new run's is made with its folder
         if resume is not None:  # the state must be this run's before anything is built for it
             self.run_id = run_id(resume)
             state_path = latest_state(resume)
@@ -91,9 +91,6 @@ class Trainer:
         if self.data.note and not config.quiet:
             self._print(self.data.note)
         height = self.data.input_size[0]
-        if config.prune_easy and not isinstance(self.data.train, DeviceLoader):
-            raise ValueError(f"prune_easy {config.prune_easy:g} needs a dataset held in memory "
-                             f"({', '.join(DATASETS)}), not the image folder {config.data}")
         if config.progressive_min_size >= height:
             raise ValueError(f"progressive_min_size {config.progressive_min_size} must be below the training "
                              f"image height {height} (or 0 for no progressive resizing)")
@@ -159,7 +156,7 @@ class Trainer:
             if not self.resumed:
                 self.run_id = run_id(self.run_dir, create=True)
             atomic_write_text(self.run_dir / "config.toml", to_toml(config))
-        self.run_id = from_main(ranks, getattr(self, "run_id", ""))
+        self.run_id = from_main(ranks, self.run_id)
 
     # ---------------------------------------------------------------- the loop
 
