@@ -21,8 +21,8 @@ from .export.formats import PRECISIONS, check_choice
 from .export.fuse import check_inputs, fold_batchnorm, quantize_int8
 from .export.onnx import OnnxModel, write_onnx
 
-__all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "onnx_runtime_model", "optimize_for_inference",
-           "time_batches"]
+__all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "OpenVinoModel", "onnx_runtime_model",
+           "optimize_for_inference", "time_batches"]
 
 ENGINES = ("torch", "onnx")
 INT8_ENGINES = ("auto",) + ENGINES  # auto: both are built and the faster one is kept
@@ -99,6 +99,31 @@ def onnx_runtime_model(model: nn.Module, precision: str, example: Tensor, calibr
         path = Path(folder) / f"{precision}.onnx"
         write_onnx(model, path, precision, example, calibration, True, metadata or {})
         return OnnxModel(path)  # the session holds the model; the file can go
+
+
+class OpenVinoModel(nn.Module):
+    """``model`` converted by OpenVINO (the ``openvino`` extra) and run on the CPU in fp32, compiled
+    once per input shape: static shapes get its fastest kernels. Float32 batches in, float32 logits out."""
+
+    def __init__(self, model: nn.Module, example: Tensor, threads: Optional[int] = None) -> None:
+        super().__init__()
+        import openvino
+
+        self._core = openvino.Core()
+        with torch.no_grad():
+            self._converted = openvino.convert_model(model, example_input=example)
+        # Where the CPU runs bf16, OpenVINO's default precision there is bf16: fp32 is asked for.
+        self._config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        self._compiled: Dict[Tuple[int, ...], Any] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = tuple(x.shape)
+        if shape not in self._compiled:
+            static = self._converted.clone()
+            static.reshape(list(shape))
+            self._compiled[shape] = self._core.compile_model(static, "CPU", self._config)
+        return torch.from_numpy(self._compiled[shape](x.detach().float().contiguous().numpy())[0])
 
 
 def _finish(optimized: InferenceModel, model: nn.Module, choice: str) -> InferenceModel:

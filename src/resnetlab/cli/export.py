@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from .common import PROG, parse_options
 
@@ -34,14 +33,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    def progress(result: Any) -> None:
+    def progress(line: str) -> None:
         if not args.json:
-            state = result.error or f"{result.images_per_s:.1f} img/s"
-            print(f"  {result.name}: {state}", file=sys.stderr, flush=True)
+            print(f"  {line}", file=sys.stderr, flush=True)
 
     report = bench_checkpoint(args.model, args.weights, options, batch=args.batch, size=args.size,
                               seconds=args.seconds, data=args.data, data_dir=args.data_dir, samples=args.samples,
-                              calibration=args.calibration, paths=args.paths, progress=progress)
+                              calibration=args.calibration, paths=args.paths, rounds=args.rounds,
+                              latency_batch=args.latency_batch or None, progress=progress)
     if args.output:
         from ..fileio import atomic_write_text
 
@@ -81,17 +80,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="inference images/s and latency of every path, against torchvision")
     p.add_argument("--model", help="zoo name (default: the one the weights name)")
     p.add_argument("--weights", help="checkpoint file or weights name (default: random weights, seed 0)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="the throughput batch (default 8)")
+    p.add_argument("--latency-batch", type=int, default=1, help="the latency batch, also timed (default 1; 0: "
+                   "not timed)")
     p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     p.add_argument("--data", help="check each path's top-1 agreement (and accuracy) on this dataset's test split")
     p.add_argument("--data-dir")
     p.add_argument("--samples", type=int, default=1000, help="check images (default 1000)")
     p.add_argument("--calibration", metavar="DATA", help="int8 calibration images (default: --data's train split, "
                    "else the check images)")
-    p.add_argument("--seconds", type=float, default=10.0, help="timing per path (default 10)")
+    p.add_argument("--seconds", type=float, default=10.0, help="timing per path and batch size, all rounds "
+                   "together (default 10)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds: each runs every path in turn "
+                   "(default 10, at least 2)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
     p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled onednn-graph bf16 "
-                   "onnx-fp32 int8 onnx-int8")
+                   "onnx-fp32 openvino-fp32 int8 onnx-int8")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. -o in_chans=3 (weights are adapted)")
     p.add_argument("--output", metavar="JSON", help="also write the report here")
