@@ -1,11 +1,13 @@
 """Shared test set-up."""
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import Server
 from resnetlab.data import locate
 from resnetlab.train import resolve_config, train
 
@@ -43,3 +45,18 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("RESNETLAB_DATA", raising=False)
     monkeypatch.setattr(locate, "SYSTEM_DIRS", {})
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A server every weights URL is redirected to, with empty resnetlab and torch hub caches."""
+    httpd = Server()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("RESNETLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("RESNETLAB_WEIGHTS_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}/mirror/")
+    monkeypatch.delenv("RESNETLAB_OFFLINE", raising=False)
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()

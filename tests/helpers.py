@@ -6,6 +6,8 @@ import gzip
 import os
 import pickle
 import struct
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
@@ -130,3 +132,45 @@ def one_line(err: pytest.ExceptionInfo) -> str:
     message = str(err.value)
     assert "\n" not in message and message.strip() == message and message
     return message
+
+
+class Server(ThreadingHTTPServer):
+    """A weights server on 127.0.0.1 (the `server` fixture): serves ``files`` (URL path -> bytes);
+    ``behaviour`` (URL path -> 'drop' or 'slow') misbehaves."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files, self.behaviour, self.requests = {}, {}, []
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.server.requests.append(self.path)
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404, "Not Found")
+            return
+        how = self.server.behaviour.get(self.path)
+        if how == "slow":
+            time.sleep(1.5)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if how == "drop":  # half the file, then the connection closes
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(server: Server, url: str, data: bytes, how: str = "") -> None:
+    path = "/mirror/" + url.split("/", 3)[3]
+    server.files[path] = data
+    if how:
+        server.behaviour[path] = how

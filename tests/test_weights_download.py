@@ -4,70 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
 import resnetlab
-from helpers import one_line
+from helpers import one_line, serve
 from resnetlab.errors import DownloadError
 from resnetlab.models import build_model
 from resnetlab.weights import download_file, get_weights, load_model, mirrored, registry
 
 UPSTREAM = "https://download.pytorch.org/models/"
-
-
-class Server(ThreadingHTTPServer):
-    """Serves ``files`` (URL path -> bytes); ``behaviour`` (URL path -> 'drop' or 'slow') misbehaves."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.files, self.behaviour, self.requests = {}, {}, []
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        self.server.requests.append(self.path)
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404, "Not Found")
-            return
-        how = self.server.behaviour.get(self.path)
-        if how == "slow":
-            time.sleep(1.5)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if how == "drop":  # half the file, then the connection closes
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A server every weights URL is redirected to, with empty resnetlab and torch hub caches."""
-    httpd = Server()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("RESNETLAB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("RESNETLAB_WEIGHTS_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}/mirror/")
-    monkeypatch.delenv("RESNETLAB_OFFLINE", raising=False)
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def torchvision_file(tmp_path: Path, arch: str = "resnet8") -> tuple:
@@ -78,13 +27,6 @@ def torchvision_file(tmp_path: Path, arch: str = "resnet8") -> tuple:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     return f"{arch}-{digest[:8]}.pth", data, digest
-
-
-def serve(server: Server, url: str, data: bytes, how: str = "") -> None:
-    path = "/mirror/" + url.split("/", 3)[3]
-    server.files[path] = data
-    if how:
-        server.behaviour[path] = how
 
 
 def cache(tmp_path: Path) -> Path:

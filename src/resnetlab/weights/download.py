@@ -120,15 +120,16 @@ def _stream(url: str, tmp: Path, timeout: float, progress: bool, label: str) -> 
 
 def download_file(url: str, sha256: Optional[str] = None, hash_prefix: Optional[str] = None,
                   timeout: float = TIMEOUT_S, retries: int = RETRIES, backoff: float = BACKOFF_S,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, filename: Optional[str] = None) -> Path:
     """The cached file ``url`` names, downloaded first when neither cache holds it.
 
     The download goes to a temporary name, is checked against ``sha256`` (else ``hash_prefix``,
-    else the prefix in the file name) and only then renamed; a mismatch removes it. Failures
-    worth another try (timeouts, dropped connections, 5xx) are retried ``retries`` times with
-    growing waits; each try starts from zero.
+    else the prefix in the file name; with none of them, it is not checked) and only then renamed;
+    a mismatch removes it. Failures worth another try (timeouts, dropped connections, 5xx) are
+    retried ``retries`` times with growing waits; each try starts from zero. ``filename`` is the
+    cached file's name when the URL's last part is not unique (hub files are all model.safetensors).
     """
-    filename = Path(urllib.parse.urlsplit(url).path).name
+    filename = filename or Path(urllib.parse.urlsplit(url).path).name
     found = cached_file(filename)
     if found is not None:
         return found

@@ -1,8 +1,9 @@
-"""Named weights (``arch.tag``): torchvision's, akamaster's CIFAR-10 models and resnetlab's own.
+"""Named weights (``arch.tag``): torchvision's, timm's, akamaster's CIFAR-10 models and resnetlab's own.
 
 torchvision's entries are read from torchvision's installed ``Weights`` enums (URL, categories,
-metrics, transforms), so they follow the installed version. ``arch`` alone names the
-architecture's default weights.
+metrics, transforms), so they follow the installed version; timm's, from the installed timm's
+pretrained configs (none when timm is not installed). ``arch`` alone names the architecture's
+default weights.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SHIPPED = Path(__file__).parent / "shipped"
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                      "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
 TORCHVISION_TAGS = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}  # timm's names for them
+# timm's networks of these names are torchvision's (the same modules and keys); its files on the hub:
+HF_FILE_URL = "https://huggingface.co/{repo}/resolve/{revision}/{filename}"
 AKAMASTER_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 AKAMASTER_FILES = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th",
                    56: "resnet56-4bfd9763.th", 110: "resnet110-1d1ed7c2.th", 1202: "resnet1202-f3b1deed.th"}
@@ -44,7 +47,7 @@ class WeightsEntry:
     name: str  # arch.tag
     arch: str
     tag: str
-    source: str  # torchvision, akamaster or resnetlab
+    source: str  # torchvision, timm, akamaster or resnetlab
     license: str
     url: Optional[str] = None  # None for weights shipped inside the package
     sha256: Optional[str] = None  # the whole hash when known
@@ -55,6 +58,7 @@ class WeightsEntry:
     accuracy: Dict[str, Any] = field(default_factory=dict)  # top1 (top5), dataset, kind: published or measured
     default: bool = False
     path: Optional[Path] = None  # shipped weights
+    filename: Optional[str] = None  # the cached file's name, when not the URL's (hub files: model.safetensors)
 
     @property
     def num_classes(self) -> int:
@@ -77,7 +81,8 @@ class WeightsEntry:
         """The weights file: the shipped one, or the cached download (downloaded first when missing)."""
         if self.path is not None:
             return self.path
-        return download_file(self.url, sha256=self.sha256, hash_prefix=self.hash_prefix, progress=progress)
+        return download_file(self.url, sha256=self.sha256, hash_prefix=self.hash_prefix, progress=progress,
+                             filename=self.filename)
 
 
 def _torchvision_entries() -> List[WeightsEntry]:
@@ -101,6 +106,50 @@ def _torchvision_entries() -> List[WeightsEntry]:
                 accuracy=dict(top1=metrics["acc@1"], top5=metrics["acc@5"], dataset="ImageNet-1K validation",
                               kind="published", recipe=weights.meta.get("recipe")),
                 default=weights is enum.DEFAULT))
+    return entries
+
+
+def _timm_entries() -> List[WeightsEntry]:
+    """timm's ImageNet-1k weights for the zoo's torchvision architectures, from the installed timm's
+    pretrained configs; none without timm. torchvision's own (tv_in1k, tv2_in1k) keep their entries."""
+    try:
+        import timm
+        from timm.models import get_pretrained_cfg
+    except ImportError:
+        return []
+    from torchvision.models import ResNet50_Weights
+
+    categories = tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])  # ImageNet-1k's, in timm's order too
+    entries = []
+    for arch in TORCHVISION_ARCHS:
+        for name in timm.list_pretrained(f"{arch}.*"):
+            cfg = get_pretrained_cfg(name)
+            cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg or {})
+            tag = name.split(".", 1)[1] if "." in name else ""
+            if (not tag or tag in TORCHVISION_TAGS.values() or cfg.get("num_classes") != 1000
+                    or cfg.get("custom_load") or not (cfg.get("hf_hub_id") or cfg.get("url"))):
+                continue
+            url, filename = cfg.get("url"), None
+            if cfg.get("hf_hub_id"):  # timm's own files: safetensors on the hub, loaded first by timm too
+                repo, _, revision = cfg["hf_hub_id"].partition("@")
+                hub_file = cfg.get("hf_hub_filename") or "model.safetensors"
+                url = HF_FILE_URL.format(repo=repo, revision=revision or cfg.get("hf_hub_revision") or "main",
+                                         filename=hub_file)
+                filename = f"{name}{Path(hub_file).suffix}"  # every hub file has the same name
+            height, width = (int(v) for v in cfg["input_size"][-2:])
+            crop = float(cfg.get("crop_pct") or 0.875)  # timm's default crop
+            preprocessing = dict(input_size=[height, width], crop_fraction=crop, resize_size=round(height / crop),
+                                 interpolation=cfg.get("interpolation") or "bicubic", mean=list(cfg["mean"]),
+                                 std=list(cfg["std"]))
+            if cfg.get("test_input_size"):
+                preprocessing["test_input_size"] = [int(v) for v in cfg["test_input_size"][-2:]]
+            if cfg.get("test_crop_pct"):
+                preprocessing["test_crop_fraction"] = float(cfg["test_crop_pct"])
+            entries.append(WeightsEntry(
+                name=f"{arch}.{tag}", arch=arch, tag=tag, source="timm",
+                license=f"{cfg.get('license') or 'see its model card'} (timm)", url=url, filename=filename,
+                hash_prefix=None if filename else hash_prefix_of(url), categories=categories,
+                preprocessing=preprocessing))  # no hash for the hub's files, no accuracy in timm's configs
     return entries
 
 
@@ -140,8 +189,9 @@ def _shipped_entries() -> List[WeightsEntry]:
 
 @lru_cache(maxsize=1)
 def _registry() -> Dict[str, WeightsEntry]:
-    entries = _torchvision_entries() + _akamaster_entries() + _shipped_entries()
-    return {entry.name: entry for entry in sorted(entries, key=lambda e: (_arch_order(e.arch), e.name))}
+    entries = _torchvision_entries() + _timm_entries() + _akamaster_entries() + _shipped_entries()
+    return {entry.name: entry for entry in sorted(
+        entries, key=lambda e: (_arch_order(e.arch), e.source == "timm", e.name))}  # timm's after the others
 
 
 def _arch_order(arch: str) -> Tuple[int, int]:
