@@ -335,6 +335,34 @@ def gen_activation_memory(prefix: str = "") -> str:
                                     f"{data['device']}", machine, versions, command, prefix)
 
 
+def gen_finetune(prefix: str = "") -> str:
+    """Fine-tuned against from scratch per folder size: validation accuracy (mean and range over seeds), time."""
+    name = "finetune.json"
+    data = load_json(name)
+    machine, versions = machine_and_versions(data)
+
+    def summary(rows: List[Dict[str, Any]]) -> str:
+        values = [r["val_top1"] for r in rows]
+        mean = sum(values) / len(values)
+        return pct(mean) + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
+
+    out = []
+    for per_class in sorted({r["per_class"] for r in data["rows"]}):
+        runs = {m: [r for r in data["rows"] if r["per_class"] == per_class and r["method"] == m]
+                for m in ("scratch", "finetune")}
+        gain = (sum(r["val_top1"] for r in runs["finetune"]) / len(runs["finetune"])
+                - sum(r["val_top1"] for r in runs["scratch"]) / len(runs["scratch"]))
+        seconds = [sum(r["train_s"] for r in runs[m]) / len(runs[m]) for m in ("scratch", "finetune")]
+        out.append([f"{per_class:,} ({10 * per_class:,} images)", summary(runs["scratch"]), summary(runs["finetune"]),
+                    f"**{gain:+.2f}**", str(runs["finetune"][0]["steps"]), f"{seconds[0]:.0f} s / {seconds[1]:.0f} s",
+                    str(len(runs["finetune"]))])
+    body = table(["images per class", "from scratch", "fine-tuned", "points gained", "steps",
+                  "training time (scratch / fine-tuned)", "seeds"], out, "lrrrrrr")
+    return body + "\n" + provenance(name, f"validation accuracy on {data['val_images']:,} Fashion-MNIST test "
+                                     f"images; start weights {data['start_weights']}", machine, versions,
+                                     data["command"], prefix)
+
+
 def provenance(name: str, what: str, machine: str, versions: str, command: str, prefix: str) -> str:
     return (f"Source: {results_link(name, prefix)} ({escape(what)}); machine: {escape(machine)}; "
             f"versions: {escape(versions)}; date: {date_of(name)}; command: {code(command)}.\n")
@@ -605,6 +633,8 @@ def gen_weights(prefix: str = "") -> str:
 
     rows = []
     for entry in list_weights():
+        if entry.source == "timm":  # listed where timm is installed; the page describes them in words
+            continue
         pre, acc = entry.preprocessing, entry.accuracy
         size = pre["input_size"][0]
         resize = pre.get("resize_size") or round(size / (pre.get("crop_fraction") or 1.0))
@@ -802,6 +832,7 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "folder-throughput": gen_folder_throughput,
     "activation-memory": gen_activation_memory,
     "cuda-graphs": gen_cuda_graphs,
+    "finetune": gen_finetune,
     "inference": gen_inference,
     "roofline": gen_roofline,
     "degradation": gen_degradation,

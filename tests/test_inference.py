@@ -293,3 +293,19 @@ def test_confusion_csv_quotes_class_names(tmp_path):
     assert rows[0] == ["true\\predicted", *classes]
     assert [row[0] for row in rows[1:]] == classes and [list(map(int, row[1:])) for row in rows[1:]] == \
         confusion.tolist()
+
+
+def test_images_are_resized_with_the_weights_interpolation(tmp_path):
+    """timm's weights say bicubic; predict and eval resize with what the weights' preprocessing names."""
+    from torchvision.transforms import functional as TF
+
+    path = tmp_path / "image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 60, 3), dtype=np.uint8)).save(path)
+    pre = dict(input_size=[32, 32], crop_fraction=1.0, mean=[0.0] * 3, std=[1.0] * 3)
+    bicubic = ImagePreprocess(dict(pre, interpolation="bicubic"), 3)(path)
+    with Image.open(path) as image:
+        expected = TF.center_crop(TF.resize(image, 32, interpolation=TF.InterpolationMode.BICUBIC), [32, 32])
+    assert torch.equal(bicubic, TF.pil_to_tensor(expected).float() / 255)
+    assert not torch.equal(bicubic, ImagePreprocess(pre, 3)(path))  # bilinear when the weights do not say
+    with pytest.raises(ValueError, match="unknown interpolation 'lanczos'"):
+        ImagePreprocess(dict(pre, interpolation="lanczos"), 3)

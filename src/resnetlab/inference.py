@@ -105,6 +105,8 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
         if dataset.image_shape[0] != model.in_chans:
             raise ValueError(f"weights {weights} expect {model.in_chans}-channel images; "
                              f"{data} has {dataset.image_shape[0]}")
+        if len(preprocessing.get("mean") or ()) == len(preprocessing.get("std") or ()) == model.in_chans:
+            dataset = dataset.normalized_as(preprocessing["mean"], preprocessing["std"])  # as training did
         name = source.name if isinstance(source, DatasetSource) else source.path.resolve().name or "folder"
         classes, description = dataset.classes, f"{data} {split}"
         batches: Any = DeviceLoader(dataset, batch_size, train=False, device=target)

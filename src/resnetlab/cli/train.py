@@ -61,17 +61,54 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `train` subcommand."""
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    import json
+
+    from ..fileio import atomic_write_text
+    from ..train import resolve_config
+    from ..train.lr_find import lr_find, plot_lr_find
+
+    config = resolve_config(args.recipe or "default", args.config, config_overrides(args))
+    result = lr_find(config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    plot_lr_find(result, args.plot, title=f"{config.model} on {config.data}: learning-rate range test")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(dict(result.to_dict(), config=config.to_dict()), indent=1))
+    ended = "the loss diverged" if result.stopped == "diverged" else f"{len(result.lrs)} steps"
+    print(f"lr from {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} over {len(result.lrs)} steps ({ended})")
+    if result.suggestion is None:
+        print("no suggestion: the loss did not fall; try a lower --start-lr or more --steps")
+    else:
+        lowest = f"; the loss was lowest at lr {result.minimum:.3g}" if result.minimum else ""
+        print(f"suggested lr {result.suggestion:.3g} (where the loss fell fastest){lowest}")
+    print(f"plot: {args.plot}")
+    return 0
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     from ..train.config import RECIPES
 
-    p = sub.add_parser("train", help="train a model (default: the Fashion-MNIST recipe)")
     p.add_argument("--recipe", help="preset (default: default): " + ", ".join(RECIPES))
     p.add_argument("--config", help="TOML file of config keys (see runs/*/config.toml)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> where it stopped")
     p.add_argument("--data", dest="data", default=None,
                    help="fashion-mnist, mnist, cifar10, cifar100, synthetic, or an image folder")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model builder option, e.g. -o shortcut=B")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `train` and `lr-find` subcommands."""
+    p = sub.add_parser("train", help="train a model (default: the Fashion-MNIST recipe)")
+    _add_run_arguments(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> where it stopped")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: loss against a growing lr, a PNG and a suggestion")
+    _add_run_arguments(p)
+    p.add_argument("--start-lr", type=float, default=1e-5, help="first lr (default 1e-5)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="training steps of the test (default 100)")
+    p.add_argument("--plot", default="lr_find.png", help="PNG to write (default lr_find.png)")
+    p.add_argument("--json", help="also write the lrs, losses and suggestion here")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_lr_find)

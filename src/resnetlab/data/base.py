@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
 import torch
@@ -56,6 +56,10 @@ class ArrayDataset:
         """C, H, W of one image."""
         c, h, w = self.images.shape[1:]
         return (c, h, w)
+
+    def normalized_as(self, mean: Sequence[float], std: Sequence[float]) -> ArrayDataset:
+        """The same images normalized with ``mean`` and ``std`` (say, those weights were trained with)."""
+        return replace(self, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 
     def subset(self, indices: Indices) -> ArrayDataset:
         """The samples at `indices`, as a new dataset with the same classes and statistics."""

@@ -199,15 +199,17 @@ class ImageFolderData:
     """A folder of images by class: PATH/train + PATH/val, or PATH/CLASS split by `val_fraction`."""
 
     def __init__(self, path: str | Path, image_size: int = 224, val_fraction: float = 0.1,
-                 seed: int = 0, erase: float = 0.0) -> None:
+                 seed: int = 0, erase: float = 0.0, mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD) -> None:
         self.path = Path(path).expanduser()
         if not self.path.is_dir():
             raise FileNotFoundError(f"image folder {self.path} does not exist or is not a folder")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.image_size = image_size
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-        train_tf, val_tf = train_transform(image_size, erase=erase), eval_transform(image_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        train_tf = train_transform(image_size, self.mean, self.std, erase=erase)
+        val_tf = eval_transform(image_size, self.mean, self.std)
         if (self.path / "train").is_dir() and (self.path / "val").is_dir():
             self.layout = "train/val"
             self.train_dataset: Dataset = image_folder(self.path / "train", train_tf)

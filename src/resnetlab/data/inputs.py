@@ -55,6 +55,10 @@ class ImagePreprocess:
         self.crop_fraction: Optional[float] = pre.get("crop_fraction", 0.875)
         if pre and "crop_fraction" not in pre and dataset_name(pre.get("dataset")) is not None:
             self.crop_fraction = None
+        self.interpolation = str(pre.get("interpolation") or "bilinear")  # bicubic for many of timm's weights
+        if self.interpolation not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"unknown interpolation {self.interpolation!r} in the weights' preprocessing; "
+                             "accepted: nearest, bilinear, bicubic")
 
     @property
     def center_crop(self) -> bool:
@@ -66,13 +70,14 @@ class ImagePreprocess:
         from PIL import Image
         from torchvision.transforms import functional as TF
 
+        mode = TF.InterpolationMode(self.interpolation)
         with Image.open(path) as image:
             image = to_8bit(image).convert("L" if self.in_chans == 1 else "RGB")
             if self.crop_fraction is not None:
-                image = TF.resize(image, int(round(self.size[0] / self.crop_fraction)))
+                image = TF.resize(image, int(round(self.size[0] / self.crop_fraction)), interpolation=mode)
                 image = TF.center_crop(image, list(self.size))
             else:
-                image = TF.resize(image, list(self.size))
+                image = TF.resize(image, list(self.size), interpolation=mode)
             x = TF.pil_to_tensor(image).float().div_(255.0)
         if x.shape[0] != self.in_chans:  # a model with in_chans not 1 or 3: tile the channels
             x = x.repeat(self.in_chans // x.shape[0] + 1, 1, 1)[: self.in_chans]

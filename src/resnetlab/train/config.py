@@ -38,10 +38,19 @@ class TrainConfig:
     # Hold out a stratified, seeded part of the training set as the evaluation set: a fraction in (0, 1)
     # or a count (e.g. 5000); 0 evaluates on the test split (or an image folder's val/, else 0.1 of it).
     val_split: float = 0.0
-    image_size: int = 224  # image folders only: the side images are resized (shorter side) and cropped to
+    # Image folders only: the side images are resized (shorter side) and cropped to; 0: the input size of the
+    # start weights when fine-tuning, else 224.
+    image_size: int = 0
     workers: int = 2  # image folders only: processes decoding images
     cache: bool = True  # image folders only: decode once into memory (and a disk cache) when they fit the budget
     cache_budget_gb: float = 0.0  # image folders only: GiB of decoded images held in memory (0: a quarter of RAM)
+
+    # Fine-tuning: named weights (a name, a tag of the model, or "default" for its default) or a checkpoint file
+    # to start from; the data is normalized as they were trained, and the classifier is replaced unless the
+    # classes are the weights' own.
+    weights: str = ""
+    freeze_epochs: int = 0  # epochs at the start in which only the classifier trains (backbone batch norm frozen)
+    backbone_lr_mult: float = 1.0  # the lr of every layer but the classifier, as a fraction of its lr
 
     epochs: int = 10
     iterations: int = 0  # if > 0, train for this many steps instead of epochs
@@ -142,6 +151,11 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # 548 s on the JPEG training folder, 2-core Xeon (time_to_accuracy-cifar-fast.json).
     "cifar-fast": dict(_FASHION_DEFAULT, model="resnet20", data="cifar10", epochs=15, augment="crop-flip", pad=4,
                        val_split=5000, image_size=32, eval_every=5),
+    # Fine-tuning pretrained weights (the model's default ones unless --weights names others) on a small image
+    # folder: the classifier alone for the first epoch, then everything with the backbone at a tenth of the lr.
+    # See docs/training.md for when it beats training from scratch (benchmarks/results/finetune.json).
+    "finetune": dict(weights="default", epochs=8, batch_size=64, lr=0.05, weight_decay=1e-4, schedule="cosine",
+                     label_smoothing=0.1, freeze_epochs=1, backbone_lr_mult=0.1, augment="crop-flip", pad=2),
     # ResNet v1.5 style ImageNet recipe: SGD, cosine, warmup, label smoothing. The data is the
     # image folder "imagenet" under the data roots (train/ and val/ inside), or --data PATH.
     "imagenet": dict(model="resnet50", data="imagenet", epochs=90, batch_size=256, lr=0.1, momentum=0.9,
@@ -255,8 +269,14 @@ def validate(config: TrainConfig) -> None:
         (config.checkpoint_every >= 0,
          f"checkpoint_every must be >= 0 (0: once per epoch), got {config.checkpoint_every}"),
         (config.stop_after_steps >= 0, f"stop_after_steps must be >= 0 (0: never), got {config.stop_after_steps}"),
-        (MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE,
-         f"image_size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {config.image_size}"),
+        (config.image_size == 0 or MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE,
+         f"image_size must be 0 (automatic) or from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, "
+         f"got {config.image_size}"),
+        (config.freeze_epochs >= 0, f"freeze_epochs must be >= 0, got {config.freeze_epochs}"),
+        (config.freeze_epochs == 0 or config.weights,
+         "freeze_epochs keeps pretrained weights fixed and needs weights to start from (--weights NAME or FILE)"),
+        (math.isfinite(config.backbone_lr_mult) and 0 < config.backbone_lr_mult <= 1000,
+         f"backbone_lr_mult must be a number in (0, 1000], got {config.backbone_lr_mult}"),
         (0 <= config.pad <= MAX_PAD, f"pad must be from 0 to {MAX_PAD} pixels, got {config.pad}"),
         (config.workers >= 0 and config.threads >= 0,
          f"workers and threads must be >= 0, got {config.workers} and {config.threads}"),

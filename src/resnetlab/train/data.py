@@ -3,9 +3,9 @@ checkpoints need to know about them (classes, channels, input size, normalizatio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -13,8 +13,11 @@ from ..data import ArrayDataset, DatasetSource, DeviceLoader, ImageFolderData, l
 from ..data.folder_cache import folder_splits
 from .config import TrainConfig
 from .distributed import ALONE, Ranks, from_main
+from .finetune import normalization_for, weights_inputs
 
 __all__ = ["DataBundle", "no_full_batch", "prepare_data", "set_epoch"]
+
+DEFAULT_IMAGE_SIZE = 224  # image folders, unless fine-tuning weights say otherwise
 
 
 @dataclass
@@ -38,9 +41,14 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
 
     Small datasets, and image folders whose decoded images fit the in-memory budget, are held as
     uint8 tensors and batched on the device (DeviceLoader); larger folders stream from disk through
-    DataLoader workers, and options only the in-memory path has are refused there.
+    DataLoader workers, and options only the in-memory path has are refused there. Fine-tuning
+    (``config.weights``) normalizes as the weights were trained, at their input size unless
+    ``image_size`` says otherwise.
     """
     source = resolve_source(config.data, config.data_dir, kinds=("dataset", "folder"))
+    inputs = weights_inputs(config)
+    if not config.image_size:
+        config = replace(config, image_size=int((inputs or {}).get("input_size", [DEFAULT_IMAGE_SIZE])[0]))
     note = ""
     if isinstance(source, DatasetSource):
         train_set = load_dataset(source.name, "train", config.data_dir, config.download)
@@ -54,12 +62,12 @@ def prepare_data(config: TrainConfig, device: torch.device, ranks: Ranks = ALONE
         sets, note = _folder_in_memory(source.path, config, main=True) if ranks.main else (None, "")
         in_memory, note = from_main(ranks, (sets is not None, note))
         if not in_memory:
-            return _streamed_folder(source.path, config, ranks, note)
+            return _streamed_folder(source.path, config, ranks, note, normalization_for(inputs, 3))
         if not ranks.main:
             sets, _ = _folder_in_memory(source.path, config, main=False)
         train_set, eval_set, split = sets
-    train_set = _head(train_set, config.train_subset)
-    eval_set = _head(eval_set, config.test_subset)
+    train_set = _normalized(_head(train_set, config.train_subset), inputs)
+    eval_set = _normalized(_head(eval_set, config.test_subset), inputs)
     batch = config.batch_size // ranks.world_size  # this rank's share of the global batch
     if len(train_set) // ranks.world_size < batch:
         raise no_full_batch(config.batch_size)
@@ -94,7 +102,8 @@ def _folder_in_memory(path: Path, config: TrainConfig, main: bool) -> Tuple[Opti
 IN_MEMORY_ONLY = ("train_subset", "test_subset", "augment", "pad", "progressive_min_size", "prune_easy")
 
 
-def _streamed_folder(path: Path, config: TrainConfig, ranks: Ranks, note: str) -> DataBundle:
+def _streamed_folder(path: Path, config: TrainConfig, ranks: Ranks, note: str,
+                     normalization: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]) -> DataBundle:
     """An image folder read from disk by DataLoader workers (RandomResizedCrop and flip for training)."""
     defaults = TrainConfig()
     asked = [name for name in IN_MEMORY_ONLY if getattr(config, name) != getattr(defaults, name)]
@@ -105,7 +114,7 @@ def _streamed_folder(path: Path, config: TrainConfig, ranks: Ranks, note: str) -
         raise ValueError(f"val_split {config.val_split:g} (a count) needs the folder held in memory, and {note}; "
                          "give a fraction in (0, 1)")
     data = ImageFolderData(path, image_size=config.image_size, val_fraction=config.val_split or 0.1,
-                           seed=config.seed, erase=config.erase)
+                           seed=config.seed, erase=config.erase, **dict(zip(("mean", "std"), normalization or ())))
     batch = config.batch_size // ranks.world_size
     shard = dict(rank=ranks.rank, world_size=ranks.world_size)
     train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
@@ -119,6 +128,12 @@ def set_epoch(loader: Any, epoch: int) -> None:
     target = loader if hasattr(loader, "set_epoch") else getattr(loader, "sampler", None)
     if hasattr(target, "set_epoch"):
         target.set_epoch(epoch)
+
+
+def _normalized(dataset: ArrayDataset, inputs: Optional[Dict[str, Any]]) -> ArrayDataset:
+    """``dataset`` normalized with the start weights' statistics when fine-tuning, else as it is."""
+    normalization = normalization_for(inputs, dataset.image_shape[0])
+    return dataset if normalization is None else dataset.normalized_as(*normalization)
 
 
 def _head(dataset: ArrayDataset, count: int) -> ArrayDataset:

@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
+from .finetune import head_parameter_names
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> List[dict]:
-    """Two groups: weights with decay, and norm parameters and biases (1-D) without, unless asked."""
-    if decay_norm_and_bias:
-        return [dict(params=[p for p in model.parameters() if p.requires_grad], weight_decay=weight_decay)]
-    decay, no_decay = [], []
-    for p in model.parameters():
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool, lr: float,
+                     backbone_lr_mult: float = 1.0) -> List[dict]:
+    """Weights with decay, and norm parameters and biases (1-D) without unless asked; with a
+    ``backbone_lr_mult`` other than 1, the backbone's groups take that fraction of the classifier's lr."""
+    head = set(head_parameter_names(model)) if backbone_lr_mult != 1.0 else set()
+    groups: Dict[Tuple[bool, bool], List[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+            decayed = decay_norm_and_bias or p.ndim > 1
+            groups.setdefault((name in head, decayed), []).append(p)
+    return [dict(params=params, weight_decay=weight_decay if decayed else 0.0,
+                 lr=lr if in_head or not head else lr * backbone_lr_mult)
+            for (in_head, decayed), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))]
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or AdamW, as the config says."""
-    groups = parameter_groups(model, config.weight_decay, config.decay_norm_and_bias)
+    groups = parameter_groups(model, config.weight_decay, config.decay_norm_and_bias, config.lr,
+                              config.backbone_lr_mult)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov and config.momentum > 0)

@@ -20,7 +20,6 @@ from ..device import resolve_device
 from ..errors import TrainingDiverged
 from ..evaluation import EpochStats, evaluate
 from ..fileio import atomic_write_text
-from ..models import build_model
 from ..weights import save_weights
 from .checkpoint import (
     STATE_SUFFIX,
@@ -46,6 +45,7 @@ from .distributed import (
     sum_stats,
 )
 from .engine import cuda_graphed, progressive_size, resize_batch, train_steps
+from .finetune import BackboneFreezer, start_model
 from .optim import build_optimizer, build_scheduler
 from .outputs import lock_run, new_run_dir, open_tensorboard, run_id, unlock_run, write_final_outputs, write_metrics
 
@@ -80,6 +80,8 @@ class Trainer:
             raise ValueError("sync_bn needs CUDA devices: torch's SyncBatchNorm does not run on the CPU")
         if config.cuda_graphs:
             check_cuda_graphs(config, self.device, ranks)
+        if config.freeze_epochs and ranks.distributed:  # DDP fixes the parameters it reduces when it is built
+            raise ValueError("freeze_epochs cannot be combined with torchrun processes; fine-tune in one process")
         # Everything that can fail on bad input happens before the run folder exists.
         self.run_id = ""  # a new run's is made with its folder
         if resume is not None:  # the state must be this run's before anything is built for it
@@ -94,9 +96,9 @@ class Trainer:
         if config.progressive_min_size >= height:
             raise ValueError(f"progressive_min_size {config.progressive_min_size} must be below the training "
                              f"image height {height} (or 0 for no progressive resizing)")
-        self.model_options = dict(config.model_options, num_classes=len(self.data.classes),
-                                  in_chans=self.data.in_chans)
-        self.model = build_model(config.model, **self.model_options)
+        self.model, self.model_options, start = start_model(config, self.data.classes, self.data.in_chans)
+        if start and not config.quiet and resume is None:
+            self._print(start)
         if config.sync_bn and ranks.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.set_grad_checkpointing(config.checkpoint_activations)
@@ -109,6 +111,7 @@ class Trainer:
         self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.optimizer = build_optimizer(self.model, config)
+        self.freezer = BackboneFreezer(self.model) if config.freeze_epochs else None
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.ema = None
@@ -245,6 +248,8 @@ class Trainer:
                                            self.config.progressive_ramp, progress)
         if self.config.prune_easy:
             self.data.train.prune_easy = self.config.prune_easy if progress < self.config.prune_until else 0.0
+        if self.freezer is not None:
+            self.freezer.set(self.epoch_start_step < self.config.freeze_epochs * self.steps_per_epoch)
 
     def _epoch_label(self, epoch: int) -> str:
         """'3/10'; just '3' while easy samples are pruned, as the number of passes is not known ahead."""
@@ -354,7 +359,8 @@ def check_cuda_graphs(config: TrainConfig, device: torch.device, ranks: Ranks) -
         raise ValueError(f"cuda_graphs needs a CUDA device, got {device}")
     conflicts = [name for name, asked in (("torchrun processes", ranks.distributed), ("compile", config.compile),
                                           ("progressive_min_size", config.progressive_min_size > 0),
-                                          ("checkpoint_activations", config.checkpoint_activations))
+                                          ("checkpoint_activations", config.checkpoint_activations),
+                                          ("freeze_epochs", config.freeze_epochs > 0))
                  if asked]
     if conflicts:
         raise ValueError(f"cuda_graphs replays one fixed-shape step and cannot be combined with "

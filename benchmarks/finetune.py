@@ -1,0 +1,91 @@
+"""Fine-tuning against training from scratch on a small folder of images, at the same number of steps.
+
+The folder: N images per class of the real Fashion-MNIST training set written as PNG files (train/),
+and 200 per class of its test set (val/), a dataset the start weights never saw. Fine-tuning starts
+from resnetlab's CIFAR-10 ResNet-20 (resnet20.resnetlab_cifar10) with the finetune recipe; from
+scratch is the same recipe without weights (no frozen epoch, one lr for every layer), so it gets at
+least the fine-tuned run's time. Both train at 32 pixels for the same steps.
+
+    python benchmarks/finetune.py                          # 20, 100 and 500 images per class, seed 0
+    python benchmarks/finetune.py --per-class 100 --seeds 0 1 2
+
+Writes benchmarks/results/finetune.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from common import benchmark_parser, write_result
+from resnetlab.data import load_dataset
+from resnetlab.machine import describe_machine
+from resnetlab.train import resolve_config, train
+
+VAL_PER_CLASS = 200
+
+
+def write_folder(root: Path, per_class: int, seed: int) -> Path:
+    """train/ with ``per_class`` Fashion-MNIST training images per class (drawn with ``seed``), val/ from the test
+    set; PNG files in class folders."""
+    import torch
+
+    for split, count in (("train", per_class), ("val", VAL_PER_CLASS)):
+        data = load_dataset("fashion-mnist", split)
+        generator = torch.Generator().manual_seed(seed)
+        for label, name in enumerate(data.classes):
+            folder = root / split / name.replace("/", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            members = (data.labels == label).nonzero().flatten()
+            chosen = members[torch.randperm(len(members), generator=generator)[:count]]
+            for index in chosen.tolist():
+                Image.fromarray(data.images[index, 0].numpy(), "L").save(folder / f"{index}.png")
+    return root
+
+
+def run(folder: Path, method: str, steps: int, seed: int, out: Path) -> dict:
+    overrides = dict(data=str(folder / ""), model="resnet20", iterations=steps, image_size=32, seed=seed,
+                     quiet=True, out=str(out), name=f"{method}-{seed}", eval_every=1000)
+    if method == "scratch":
+        overrides.update(weights="", freeze_epochs=0, backbone_lr_mult=1.0)
+    config = resolve_config("finetune", overrides=overrides)
+    started = time.perf_counter()
+    result = train(config)
+    return dict(method=method, seed=seed, val_top1=round(result["test_top1"], 2), steps=result["steps"],
+                epochs=result["epochs"], train_s=round(result["elapsed_s"], 1),
+                wall_s=round(time.perf_counter() - started, 1),
+                config=dict(lr=config.lr, batch_size=config.batch_size, freeze_epochs=config.freeze_epochs,
+                            backbone_lr_mult=config.backbone_lr_mult, weights=config.weights))
+
+
+def main() -> int:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--per-class", type=int, nargs="+", default=[20, 100, 500])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=500, help="training steps of each run (batch 64)")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["RESNETLAB_CACHE"] = str(Path(scratch) / "cache")  # the decoded folders go with the rest
+        for per_class in args.per_class:
+            for seed in args.seeds:
+                folder = write_folder(Path(scratch) / f"fmnist-{per_class}-{seed}", per_class, seed)
+                for method in ("finetune", "scratch"):
+                    row = dict(per_class=per_class, **run(folder, method, args.steps, seed, Path(scratch) / "runs"))
+                    rows.append(row)
+                    print(f"{per_class:>4} per class, seed {seed}, {method:>8}: {row['val_top1']:.2f}% "
+                          f"after {row['steps']} steps, {row['train_s']:.0f} s training", flush=True)
+    result = dict(machine=describe_machine(), date=time.strftime("%Y-%m-%d"),
+                  command=" ".join(["python", "benchmarks/finetune.py", *sys.argv[1:]]),
+                  start_weights="resnet20.resnetlab_cifar10", val_images=10 * VAL_PER_CLASS, rows=rows)
+    write_result(Path(args.out) / "finetune.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
