@@ -188,6 +188,10 @@ def test_folder_options_apply_in_memory_and_are_refused_when_streamed(tmp_path, 
         train(folder_config(tmp_path, root, name="streamed", cache=False, pad=4))
     streamed = train(folder_config(tmp_path, root, name="streamed", cache=False, val_split=0.2, pad=4, epochs=1))
     assert streamed["finished"] and streamed["steps"] == 3
+    # The default recipe's flips (and its pad, which flips alone do not use) stream as they train in memory.
+    flipped = train(folder_config(tmp_path, root, name="flipped", cache=False, val_split=0.2, augment="flip",
+                                  pad=2, epochs=1))
+    assert flipped["finished"]
 
 
 def test_eval_on_the_validation_split_reproduces_what_training_held_out(tmp_path, cache):

@@ -155,3 +155,62 @@ def test_links_in_an_image_folder_neither_loop_nor_relabel(tmp_path):
     (linked / "a").symlink_to(root / "cat", target_is_directory=True)
     (linked / "b").symlink_to(root / "dog", target_is_directory=True)
     assert len(image_folder(linked).samples) == 5
+
+
+# ---------------------------------------------------------------- streamed folders: every header read first
+
+def test_the_header_check_names_the_first_unreadable_image_on_workers_too(tmp_path, monkeypatch):
+    from resnetlab.data import folders
+
+    write_pngs(tmp_path / "images", ["cat", "dog"], 3)
+    data = ImageFolderData(tmp_path / "images", image_size=8, val_fraction=0.5)
+    assert data.first_unreadable(workers=0, quiet=True) is None
+    bad = tmp_path / "images" / "dog" / "1.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    monkeypatch.setattr(folders, "PARALLEL_HEADERS", 2)  # few enough for worker processes
+    for workers in (0, 2):
+        problem = data.first_unreadable(workers=workers, quiet=True)
+        assert problem.startswith(f"cannot read image {bad}: ") and "\n" not in problem, problem
+
+
+@pytest.mark.parametrize("streamed", [["--no-cache"], ["--cache-budget-gb", "1e-9"]])
+def test_a_streamed_folder_with_a_garbage_image_fails_before_the_first_step(tmp_path, capsys, monkeypatch, streamed):
+    from helpers import run_cli
+    from resnetlab.data import folders
+
+    decoded = []
+    read_rgb = folders.read_rgb
+    monkeypatch.setattr(folders, "read_rgb", lambda path: decoded.append(path) or read_rgb(path))
+    root = tmp_path / "images"
+    write_pngs(root, ["cat", "dog"], 4)
+    bad = root / "dog" / "2.png"
+    bad.write_bytes(b"GIF89a garbage")
+    runs = tmp_path / "runs"
+    argv = ["train", "--data", root, "--model", "resnet8", "--image-size", "8", "--epochs", "1", "--batch-size", "2",
+            "--val-split", "0.25", "--workers", "0", "--augment", "crop-flip", "--pad", "4", "--precision", "fp32",
+            "--no-channels-last", "--quiet", "--out", runs, "--name", "run", *streamed]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"resnetlab: error: cannot read image {bad}: "), err
+    assert decoded == [] and not (runs / "run").exists()  # no image decoded: no step taken
+    bad.unlink()
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and len(decoded) > 0, err
+
+
+def test_streamed_training_transform_follows_augment():
+    from torchvision.transforms import v2
+
+    from resnetlab.data.folders import train_transform
+
+    def kinds(augment):
+        return [type(step).__name__ for step in train_transform(8, augment=augment).transforms]
+
+    assert kinds("crop-flip")[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+    assert kinds("flip")[:3] == ["Resize", "CenterCrop", "RandomHorizontalFlip"]
+    assert "RandomHorizontalFlip" not in kinds("none") and "RandomResizedCrop" not in kinds("none")
+    image = torch.arange(3 * 8 * 8, dtype=torch.uint8).reshape(3, 8, 8)
+    assert torch.equal(train_transform(8, augment="none")(v2.functional.to_image(image)),
+                       train_transform(8, augment="none")(v2.functional.to_image(image)))  # nothing random
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose from crop-flip, flip, none"):
+        train_transform(8, augment="mixup")

@@ -89,6 +89,27 @@ def test_cifar10_reader_returns_exact_pixels(tmp_path, protocol):
         assert ds.classes[-1] == "truck" and len(ds.mean) == 3
 
 
+def test_cifar10_test_split_needs_only_its_own_batch(tmp_path, capsys):
+    from helpers import run_cli
+    from resnetlab.models import build_model
+    from resnetlab.weights import save_weights
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    written = make_cifar10(folder)
+    for i in range(1, 6):  # the official layout, with the test batch only
+        (folder / f"data_batch_{i}").unlink()
+    ds = load_dataset("cifar10", "test", data_dir=tmp_path / "data")
+    assert np.array_equal(ds.images.numpy(), written["test"][0]) and ds.classes[0] == "airplane"
+    with pytest.raises(FileNotFoundError) as err:  # the train split still needs its five batches
+        load_dataset("cifar10", "train", data_dir=tmp_path / "data")
+    assert "cifar10 not found" in one_line(err) and "data_batch_5" in str(err.value)
+    options = {"num_classes": 10, "in_chans": 3}
+    weights = save_weights(build_model("resnet8", **options), tmp_path / "r8.safetensors", "resnet8", options=options)
+    code, out, err = run_cli(capsys, "eval", "--weights", weights, "--data", "cifar10", "--data-dir", tmp_path / "data",
+                             "--device", "cpu", "--json")
+    assert code == 0 and '"samples": 3' in out, err
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     written = make_cifar100(tmp_path / "cifar-100-python")
     ds = load_dataset("cifar100", "test", data_dir=tmp_path)

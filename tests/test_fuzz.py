@@ -1,6 +1,8 @@
 """Property-based fuzzing of everything resnetlab reads from a file or a flag: each input gives a
 correct result or a one-line error (ValueError, or OSError for files), never another exception, and
-memory stays bounded.
+memory stays bounded: on Linux every property runs under RLIMIT_DATA (the private writable memory
+the process holds now, plus MEMORY_BOUND_MIB), so an input that makes a reader allocate more fails
+there, named by Hypothesis; everywhere, the module's peak memory is checked at its end.
 
 The number of examples per property is RESNETLAB_FUZZ_EXAMPLES (default 60, fast enough for CI;
 raise it for longer runs, e.g. RESNETLAB_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py).
@@ -16,6 +18,7 @@ import pickle
 import resource
 import struct
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -35,7 +38,7 @@ from resnetlab.weights.metadata import check_metadata
 EXAMPLES = int(os.environ.get("RESNETLAB_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                              HealthCheck.too_slow])
-MEMORY_BOUND_MIB = 1024  # what the whole module may add to the process's peak memory
+MEMORY_BOUND_MIB = 1024  # what the whole module may add to the process's memory
 
 
 def one_line_error(error: BaseException) -> None:
@@ -52,12 +55,47 @@ def expect_result_or_one_line(call, accepted=(ValueError,)):
         return None
 
 
+def data_mib() -> Optional[float]:
+    """The process's private writable memory in MiB (Linux's VmData, what RLIMIT_DATA limits), or None
+    where /proc does not say. Unlike RLIMIT_AS, it leaves out the address space torch's CUDA build
+    reserves and its mapped libraries (3 GiB of address space for 0.7 GiB of data after `import torch`)."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next((line for line in status if line.startswith("VmData:")), None)
+    except OSError:
+        return None
+    return int(line.split()[1]) / 1024 if line else None
+
+
 @pytest.fixture(scope="module", autouse=True)
 def bounded_memory():
+    """RLIMIT_DATA at the memory held now plus MEMORY_BOUND_MIB while the module runs (Linux), and
+    the peak memory checked at its end."""
+    with torch.no_grad():  # start torch's threads first: their stacks count as data
+        build_model("resnet8")(torch.zeros(2, 3, 16, 16))
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    held = data_mib()
+    if held is not None:
+        limit = int((held + MEMORY_BOUND_MIB) * 2**20)
+        if soft != resource.RLIM_INFINITY:
+            limit = min(limit, soft)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    yield
+    try:
+        yield held
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown < MEMORY_BOUND_MIB, f"the fuzzed readers took {grown:.0f} MiB"
+
+
+def test_the_memory_limit_holds(bounded_memory):
+    if bounded_memory is None:
+        pytest.skip("RLIMIT_DATA is measured through Linux's /proc/self/status")
+    with pytest.raises(MemoryError):
+        bytearray((MEMORY_BOUND_MIB + 64) << 20)
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        torch.empty((MEMORY_BOUND_MIB + 64) << 20, dtype=torch.uint8)
 
 
 def idx_bytes(draw_dims, payload: bytes, magic: int) -> bytes:

@@ -63,7 +63,7 @@ def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
     (dict(overrides=dict(warmup_epochs=float("inf"))), "warmup_epochs must be a number >= 0, got inf"),
     (dict(overrides=dict(checkpoint_every=-1)), "checkpoint_every must be >= 0 (0: once per epoch), got -1"),
     (dict(overrides=dict(stop_after_steps=-1)), "stop_after_steps must be >= 0 (0: never), got -1"),
-    (dict(overrides=dict(image_size=0)), "image_size must be from 8 to 4096 pixels, got 0"),
+    (dict(overrides=dict(image_size=4)), "image_size must be 0 (automatic) or from 8 to 4096 pixels, got 4"),
     (dict(overrides=dict(pad=100000)), "pad must be from 0 to 64 pixels, got 100000"),
     (dict(overrides=dict(model_options=dict(num_classes=0))), "num_classes and in_chans come from the data"),
 ])
@@ -269,9 +269,9 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
 
 
 def test_resume_restores_the_torch_rng(tmp_path, monkeypatch):
-    import resnetlab.train.run
+    import resnetlab.train.finetune
 
-    build_model = resnetlab.train.run.build_model
+    build_model = resnetlab.train.finetune.build_model
 
     def with_dropout(name, **options):  # a net that draws from torch's global RNG at every training step
         model = build_model(name, **options)
@@ -279,7 +279,7 @@ def test_resume_restores_the_torch_rng(tmp_path, monkeypatch):
             lambda module, args: (torch.nn.functional.dropout(args[0], 0.2, module.training),))
         return model
 
-    monkeypatch.setattr(resnetlab.train.run, "build_model", with_dropout)
+    monkeypatch.setattr(resnetlab.train.finetune, "build_model", with_dropout)
     full = train(tiny_config(tmp_path, name="full", deterministic=True))
     stopped = train(tiny_config(tmp_path, name="cut", deterministic=True, stop_after_steps=21))
     resumed = resume(stopped["run_dir"])  # the stop asked for is not asked for again

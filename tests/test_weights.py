@@ -336,6 +336,24 @@ def test_pickled_object_is_refused_without_unpickling(save, tmp_path: Path) -> N
     assert_unchanged(model, before)
 
 
+@pytest.mark.parametrize("save", [lambda obj, f: pickle.dump(obj, f, protocol=2), torch.save], ids=["pickle", "zip"])
+def test_a_pickle_calling_os_system_is_refused_naming_the_global(save, tmp_path: Path) -> None:
+    import os
+
+    from helpers import Exploit
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "exploit.pth"
+    with open(path, "wb") as f:
+        save({"state_dict": {"fc.weight": Exploit(f"touch {marker}")}}, f)
+    with pytest.raises(ValueError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and not marker.exists()
+    # pickle records os.system under its defining module: posix.system here, nt.system on Windows
+    assert f"it pickles {os.system.__module__}.system, which weights_only loading refuses" in message, message
+
+
 def test_whole_pickled_model_is_refused_with_a_hint(tmp_path: Path) -> None:
     path = tmp_path / "model.pth"
     torch.save(build_model("resnet20"), path)

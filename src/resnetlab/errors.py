@@ -7,9 +7,12 @@ import re
 import unicodedata
 from typing import Optional, Union
 
-__all__ = ["DownloadError", "RankLost", "TrainingDiverged", "one_line", "printable"]
+__all__ = ["DownloadError", "RankLost", "TrainingDiverged", "one_line", "printable", "refused_global", "load_failure"]
 
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+# torch 2.6 to 2.14 word a refusal "GLOBAL torch.nn.modules.linear.Linear was not an allowed global" (a class)
+# or "GLOBAL posix.system whose module posix is blocked" (a module weights_only never loads from).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,3 +40,19 @@ def printable(text: str) -> str:
     """``text`` safe to print on a terminal: control characters (escape codes, newlines) as \\xNN or \\uNNNN."""
     return "".join(char if unicodedata.category(char) not in ("Cc", "Zl", "Zp") else
                    (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}") for char in text)
+
+
+def refused_global(error: Union[BaseException, str]) -> Optional[str]:
+    """The global (``posix.system``, ``torch.nn.modules.linear.Linear``) whose refusal by
+    ``torch.load(..., weights_only=True)`` ``error`` reports, or None when it reports none."""
+    found = _REFUSED_GLOBAL.search(str(error))
+    return found.group(1) if found else None
+
+
+def load_failure(error: BaseException, limit: int = 160) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one line: the refused global when there is one
+    (the part of torch's long message that matters), else the start of the message."""
+    refused = refused_global(error)
+    if refused:
+        return f"it pickles {refused}, which weights_only loading refuses"
+    return one_line(error)[:limit]

@@ -43,8 +43,15 @@ class DatasetRecord:
     @property
     def all_files(self) -> tuple[str, ...]:
         """Every file the loader reads, both splits (and the meta file)."""
+        return self.split_files()
+
+    def split_files(self, split: Optional[str] = None) -> tuple[str, ...]:
+        """The files the loader reads for ``split`` ('train' or 'test'; None: both), and the meta file."""
+        if split is not None and split not in self.files:
+            raise ValueError(f"unknown split {split!r}; choose from {', '.join(self.files)}")
         meta = (self.meta_file,) if self.meta_file else ()
-        return (*meta, *self.files["train"], *self.files["test"])
+        splits = ("train", "test") if split is None else (split,)
+        return (*meta, *(name for part in splits for name in self.files[part]))
 
 
 def _idx_files(prefix: str) -> tuple[str, str]:

@@ -66,7 +66,7 @@ def load_dataset(name: str, split: str = "train", data_dir: Optional[str | Path]
         options = ", ".join(sorted(synthetic_options))
         raise ValueError(f"options {options} apply only to the synthetic dataset, not {key}")
     try:
-        folder = find_data(key, data_dir)
+        folder = find_data(key, data_dir, split)
     except FileNotFoundError:
         if not download:
             raise

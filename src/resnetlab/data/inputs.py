@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import one_line
+from ..errors import load_failure
 from .catalog import dataset_name
 from .datasets import load_dataset
 from .folders import image_folder, to_8bit, unreadable_image
@@ -140,7 +140,7 @@ def _tensor_file(path: Path) -> torch.Tensor:
             return torch.from_numpy(np.load(path, allow_pickle=False))
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # numpy and torch raise many kinds for a bad file
-        raise ValueError(f"cannot read {path} as a tensor: {one_line(error)[:160]}") from None
+        raise ValueError(f"cannot read {path} as a tensor: {load_failure(error)}") from None
     if not isinstance(loaded, torch.Tensor):
         raise ValueError(f"{path} holds a {type(loaded).__name__}, not a tensor of images")
     return loaded

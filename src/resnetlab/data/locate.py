@@ -127,21 +127,23 @@ def find_idx(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _holds(key: str, folder: Path) -> bool:
-    """Whether folder holds every file the loader of `key` reads, for both splits."""
+def _holds(key: str, folder: Path, split: Optional[str] = None) -> bool:
+    """Whether folder holds every file the loader of `key` reads for `split` (None: both splits)."""
     entry = record(key)
     if entry.file_format == "cifar":
-        return all((folder / name).is_file() for name in entry.all_files)
-    return all(find_idx(folder, stem) is not None for stem in entry.all_files)
+        return all((folder / name).is_file() for name in entry.split_files(split))
+    return all(find_idx(folder, stem) is not None for stem in entry.split_files(split))
 
 
-def find_data(name: str, data_dir: Optional[str | Path] = None) -> Path:
-    """The folder holding the files of dataset `name`; FileNotFoundError says where it looked."""
+def find_data(name: str, data_dir: Optional[str | Path] = None, split: Optional[str] = None) -> Path:
+    """The folder holding the files of dataset `name` for `split` ('train' or 'test'; None: both):
+    the test split needs only its own files. FileNotFoundError says where it looked and for what."""
     key = record(name).name
     dirs = search_dirs(key, data_dir)
     for folder in dirs:
-        if _holds(key, folder):
+        if _holds(key, folder, split):
             return folder
+    needed = ", ".join(record(key).split_files(split))
     raise FileNotFoundError(
-        f"{key} not found; looked in {', '.join(str(d) for d in dirs)}; {HOW_TO_GET[key]}"
+        f"{key} not found; looked in {', '.join(str(d) for d in dirs)} for {needed}; {HOW_TO_GET[key]}"
     )

@@ -13,7 +13,7 @@ from typing import Any, Dict, Union
 
 import torch
 
-from ..errors import one_line
+from ..errors import load_failure, one_line
 from ..fileio import atomic_write
 
 STATE_SUFFIX = ".state.pt"
@@ -47,8 +47,7 @@ def load_state(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        reason = one_line(error)[:160]
-        raise ValueError(f"{path} is not a readable training state: {reason}") from None
+        raise ValueError(f"{path} is not a readable training state: {load_failure(error)}") from None
 
 
 def latest_state(run_dir: Union[str, Path]) -> Path:

@@ -99,12 +99,15 @@ def _folder_in_memory(path: Path, config: TrainConfig, main: bool) -> Tuple[Opti
 
 
 # What only the in-memory path does, with the default that means "not asked for".
-IN_MEMORY_ONLY = ("train_subset", "test_subset", "augment", "pad", "progressive_min_size", "prune_easy")
+# augment is honoured on streamed folders too (data/folders.py train_transform); their crop is RandomResizedCrop,
+# which has no padding, and the note printed says so.
+IN_MEMORY_ONLY = ("train_subset", "test_subset", "progressive_min_size", "prune_easy")
 
 
 def _streamed_folder(path: Path, config: TrainConfig, ranks: Ranks, note: str,
                      normalization: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]) -> DataBundle:
-    """An image folder read from disk by DataLoader workers (RandomResizedCrop and flip for training)."""
+    """An image folder read from disk by DataLoader workers (for training: RandomResizedCrop and flip with
+    augment crop-flip, flip alone or nothing after a center crop with flip or none)."""
     defaults = TrainConfig()
     asked = [name for name in IN_MEMORY_ONLY if getattr(config, name) != getattr(defaults, name)]
     if asked:
@@ -114,12 +117,19 @@ def _streamed_folder(path: Path, config: TrainConfig, ranks: Ranks, note: str,
         raise ValueError(f"val_split {config.val_split:g} (a count) needs the folder held in memory, and {note}; "
                          "give a fraction in (0, 1)")
     data = ImageFolderData(path, image_size=config.image_size, val_fraction=config.val_split or 0.1,
-                           seed=config.seed, erase=config.erase, **dict(zip(("mean", "std"), normalization or ())))
+                           seed=config.seed, erase=config.erase, augment=config.augment,
+                           **dict(zip(("mean", "std"), normalization or ())))
+    # Every header is read before the first step, not when a corrupt file is first sampled (rank 0 reads, all stop).
+    problem = from_main(ranks, data.first_unreadable(config.workers, config.quiet) if ranks.main else None)
+    if problem:
+        raise ValueError(problem)
     batch = config.batch_size // ranks.world_size
     shard = dict(rank=ranks.rank, world_size=ranks.world_size)
     train = data.train_loader(batch, workers=config.workers, seed=config.seed, **shard)
     test = data.val_loader(max(batch, 64), workers=config.workers, **shard)
     size = (config.image_size, config.image_size)
+    if config.augment == "crop-flip":
+        note += "; crops: RandomResizedCrop (--pad applies only to data held in memory)"
     return DataBundle(train, test, list(data.classes), 3, size, data.mean, data.std, "val", note)
 
 

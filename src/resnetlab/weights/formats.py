@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..errors import one_line
+from ..errors import one_line, refused_global
 from ..fileio import atomic_write
 from .metadata import check_class_names, check_metadata
 
@@ -107,10 +106,11 @@ def _read_torch(path: Path) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # text, random bytes, refused pickles: many exception types
         message = str(exc)
-        refused = re.search(r"GLOBAL (\S+) was not an allowed global", message)
-        if refused:  # e.g. a whole pickled model rather than its state_dict()
-            raise _not_a_checkpoint(path, f"it pickles {refused.group(1)}, which weights_only loading "
-                                          "refuses; save a state_dict()") from None
+        refused = refused_global(message)
+        if refused:  # a class (e.g. a whole pickled model rather than its state_dict()), or code such as os.system
+            advice = "; save a state_dict()" if "not an allowed global" in message else ""
+            raise _not_a_checkpoint(path, f"it pickles {refused}, which weights_only loading refuses{advice}"
+                                    ) from None
         if "WeightsUnpickler error:" in message:  # a pickle, but not one of tensors and containers
             detail = " ".join(message.split("WeightsUnpickler error:", 1)[1].split("\n\n")[:2]).strip()
             raise _not_a_checkpoint(path, f"weights_only loading refused it: {one_line(detail, 120)}"
