@@ -127,6 +127,20 @@ def make_cifar100(folder: Path, protocol: int = 4) -> dict[str, tuple]:
     return written
 
 
+def assert_same_prediction(weights: Path, exported: Path, engine: str, folder: Path) -> None:
+    """The exported file predicts one random PNG as the checkpoint does: same classes, probabilities to 1e-4."""
+    from PIL import Image
+
+    from resnetlab.inference import Predictor
+
+    image = folder / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
+    torch_top = next(Predictor(weights).predict([image]))
+    exported_top = next(Predictor(exported, engine=engine).predict([image]))
+    assert exported_top.classes == torch_top.classes
+    assert exported_top.probabilities == pytest.approx(torch_top.probabilities, abs=1e-4)
+
+
 def one_line(err: pytest.ExceptionInfo) -> str:
     """The message of a raised error, checked to be one non-empty line."""
     message = str(err.value)

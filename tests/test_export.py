@@ -1,5 +1,5 @@
 """Export: BN folding, verified ONNX / TorchScript / safetensors files, the onnx engine in eval
-and predict, the format registry, and bad input."""
+and predict, the format registry, and bad input (OpenVINO: tests/test_openvino.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import randomize_norms, run_cli
+from helpers import assert_same_prediction, randomize_norms, run_cli
 from resnetlab import create_model, list_models
 from resnetlab.export import (
     FORMAT_PRECISIONS,
@@ -25,7 +25,7 @@ from resnetlab.export import (
     fold_batchnorm,
     load_export,
 )
-from resnetlab.inference import Predictor, evaluate_checkpoint
+from resnetlab.inference import evaluate_checkpoint
 from resnetlab.models import get_spec
 
 pytest.importorskip("onnxruntime")
@@ -74,6 +74,8 @@ def test_every_format_and_precision_writes_a_verified_file_with_metadata(trained
     inputs, calibration = torch.randn(64, 3, 32, 32), torch.randn(128, 3, 32, 32)
     metadata = {"arch": "resnet8", "options": {"num_classes": 10}, "class_names": list("abcdefghij")}
     for fmt in FORMATS:
+        if fmt == "openvino":  # an optional extra, with its own tests: tests/test_openvino.py
+            continue
         for precision in FORMAT_PRECISIONS[fmt]:
             path = tmp_path / f"m-{precision}.{fmt}"
             result = export_model(model, path, fmt, precision, inputs=inputs, calibration=calibration,
@@ -129,14 +131,7 @@ def test_eval_and_predict_on_onnx_runtime_and_int8(trained, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "export", "--weights", weights, "--format", "onnx", "-o", onnx_file,
                            "--data", "synthetic")
     assert code == 0 and "verified on synthetic test (256 images)" in out and onnx_file.is_file()
-    from PIL import Image
-
-    image = tmp_path / "img.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
-    torch_top = next(Predictor(weights).predict([image]))
-    onnx_top = next(Predictor(onnx_file, engine="onnx").predict([image]))
-    assert onnx_top.classes == torch_top.classes
-    assert onnx_top.probabilities == pytest.approx(torch_top.probabilities, abs=1e-4)
+    assert_same_prediction(weights, onnx_file, "onnx", tmp_path)
     code, out, _ = run_cli(capsys, "eval", "--weights", onnx_file, "--engine", "onnx", "--data", "synthetic")
     assert code == 0 and "[onnx as exported]" in out
 

@@ -69,8 +69,8 @@ def test_auto_keeps_the_int8_engine_and_the_compilation_that_measure_faster(trai
     onnx = optimize_for_inference(model, "int8", calibration=calibration, int8_engine="onnx")
     assert isinstance(onnx.model, OnnxModel) and onnx.choice == "ONNX Runtime int8"
     fp32 = optimize_for_inference(model, "fp32", example=x)  # compile="auto"
-    kept = kept_the_faster(fp32.choice, r"(fp32 compiled|fp32 eager) \(measured per batch of 8: "
-                                        r"fp32 compiled [\d.]+ ms, fp32 eager [\d.]+ ms\)")
+    kept = kept_the_faster(fp32.choice, r"(fp32 compiled|fp32 eager|fp32 OpenVINO) \(measured per batch of 8: "
+                                        r"fp32 compiled [\d.]+ ms, fp32 eager [\d.]+ ms(, fp32 OpenVINO [\d.]+ ms)?\)")
     assert fp32.compiled == (kept == "fp32 compiled")
     assert compare(model, fp32, x).max_abs_diff <= 1e-4 * max(1.0, compare(model, fp32, x).logit_scale)
     with pytest.raises(ValueError, match="compile must be True, False or 'auto', got 'yes'"):

@@ -1,5 +1,5 @@
-"""Evaluate a checkpoint on a dataset and predict the classes of image files, on PyTorch or
-ONNX Runtime, in fp32, bf16 or int8."""
+"""Evaluate a checkpoint on a dataset and predict the classes of image files, on PyTorch, ONNX
+Runtime or OpenVINO, in fp32, bf16 or int8."""
 
 from __future__ import annotations
 
@@ -19,8 +19,22 @@ from .device import inference_device
 from .errors import one_line
 from .evaluation import evaluate, predict_logits
 from .export import FORMAT_PRECISIONS, PRECISIONS, OnnxModel, calibration_images, check_choice
+from .export.openvino import load_openvino, openvino_model
 from .optimize import ENGINES, onnx_runtime_model, optimize_for_inference
 from .weights import load_model
+
+# Exported files eval and predict run: suffix -> (the engine that runs them, what they are).
+EXPORTED = {".onnx": ("onnx", "an ONNX model"), ".xml": ("openvino", "an OpenVINO IR")}
+
+
+def is_exported(weights: Union[str, Path]) -> bool:
+    """Whether ``weights`` names an exported file (.onnx, OpenVINO's .xml) rather than a checkpoint."""
+    return Path(weights).suffix in EXPORTED
+
+
+def engine_device(device: str, engine: str, precision: str) -> torch.device:
+    """Where a model runs: OpenVINO runs on the CPU, as ONNX Runtime does (see inference_device)."""
+    return torch.device("cpu") if engine == "openvino" else inference_device(device, engine, precision)
 
 
 def _check_arch(metadata: Dict[str, Any], model_name: Optional[str], weights: Union[str, Path]) -> None:
@@ -32,32 +46,38 @@ def _check_arch(metadata: Dict[str, Any], model_name: Optional[str], weights: Un
 def load_for_inference(weights: Union[str, Path], model_name: Optional[str] = None, engine: str = "torch",
                        precision: str = "fp32", calibration: Optional[str] = None, data_dir: Optional[str] = None,
                        device: str = "auto", compile: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
-    """The model in ``weights`` ready to run on ``engine`` (torch or onnx) in ``precision``, and its metadata.
+    """The model in ``weights`` ready to run on ``engine`` (torch, onnx or openvino) in ``precision``,
+    and its metadata.
 
-    ``weights`` is a checkpoint load_model reads or, for the onnx engine, an .onnx file from
-    ``resnetlab export``. With the onnx engine a checkpoint is exported on the fly. int8
-    calibrates on ``calibration`` (see calibration_images).
+    ``weights`` is a checkpoint load_model reads or a file from ``resnetlab export``: an .onnx
+    file for the onnx engine, an OpenVINO IR (.xml, its .bin beside it) for the openvino engine.
+    With the onnx and openvino engines a checkpoint is converted on the fly. int8 calibrates
+    on ``calibration`` (see calibration_images).
     """
     check_choice(engine, ENGINES, "engine")
     check_choice(precision, PRECISIONS, "precision")
-    if Path(weights).suffix == ".onnx":
-        if engine != "onnx":
-            raise ValueError(f"{weights} is an ONNX model: run it with --engine onnx")
+    if is_exported(weights):
+        needed, what = EXPORTED[Path(weights).suffix]
+        if engine != needed:
+            raise ValueError(f"{weights} is {what}: run it with --engine {needed}")
         if precision != "fp32":
-            raise ValueError(f"{weights}: an ONNX file keeps the precision it was exported in; "
+            raise ValueError(f"{weights}: an exported file keeps the precision it was exported in; "
                              f"leave --precision out (got {precision})")
-        onnx_model = OnnxModel(weights)
-        _check_arch(onnx_model.metadata, model_name, weights)
-        return onnx_model, onnx_model.metadata
+        exported = OnnxModel(weights) if needed == "onnx" else load_openvino(Path(weights))
+        _check_arch(exported.metadata, model_name, weights)
+        return exported, exported.metadata
     model, metadata = load_model(weights, model_name)
     _check_arch(metadata, model_name, weights)
-    target = inference_device(device, engine, precision)
+    target = engine_device(device, engine, precision)
     calibration_set = (calibration_images(calibration, metadata, model.in_chans, data_dir)
                        if precision == "int8" else None)
     if engine == "onnx":
         check_choice(precision, FORMAT_PRECISIONS["onnx"], "ONNX Runtime precision")
         example = torch.zeros(2, model.in_chans, *input_size(metadata.get("preprocessing") or {}))
         return onnx_runtime_model(model, precision, example, calibration_set, metadata), metadata
+    if engine == "openvino":
+        example = torch.zeros(2, model.in_chans, *input_size(metadata.get("preprocessing") or {}))
+        return openvino_model(model, precision, example, calibration_set, metadata), metadata
     if precision == "fp32":
         return model.to(target), metadata
     if precision == "int8" and target.type != "cpu":
@@ -89,7 +109,7 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    target = inference_device(device, engine, precision)
+    target = engine_device(device, engine, precision)
     source = resolve_source(data, data_dir, kinds=("dataset", "folder"))
     if precision == "int8" and calibration is None and isinstance(source, DatasetSource):
         calibration = source.name
@@ -126,7 +146,7 @@ def evaluate_checkpoint(weights: Union[str, Path], data: str, data_dir: Optional
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     return dict(stats.result("test"), classes=list(classes), per_class_top1=per_class,
                 confusion=confusion.tolist(), samples=stats.samples, engine=engine,
-                precision="as exported" if Path(weights).suffix == ".onnx" else precision,
+                precision="as exported" if is_exported(weights) else precision,
                 flip_tta=flip_tta, shift_tta=shift_tta, data=name, split=split, description=description)
 
 
@@ -167,7 +187,7 @@ class Predictor:
     def __init__(self, weights: Union[str, Path], model_name: Optional[str] = None, device: str = "auto",
                  engine: str = "torch", precision: str = "fp32", calibration: Optional[str] = None,
                  flip_tta: Optional[bool] = None, shift_tta: Optional[bool] = None) -> None:
-        self.device = inference_device(device, engine, precision)
+        self.device = engine_device(device, engine, precision)
         model, metadata = load_for_inference(weights, model_name, engine, precision, calibration,
                                              device=str(self.device))
         self.model: nn.Module = model.eval()

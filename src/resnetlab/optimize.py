@@ -1,6 +1,7 @@
 """Fast inference: ``optimize_for_inference`` prepares a model for CPU or GPU inference with
 BatchNorm folded into the convolutions, channels_last, bf16 weights or int8 static quantization
-(torch FX or ONNX Runtime), and torch.compile with freezing, keeping what measures faster."""
+(torch FX or ONNX Runtime), and torch.compile with freezing, or OpenVINO for fp32 on the CPU,
+keeping what measures faster."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from .errors import one_line
 from .export.formats import PRECISIONS, check_choice
 from .export.fuse import check_inputs, fold_batchnorm, quantize_int8
 from .export.onnx import OnnxModel, write_onnx
+from .export.openvino import OpenVinoIR, convert_to_openvino
 
 __all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "OpenVinoModel", "onnx_runtime_model",
            "optimize_for_inference", "time_batches"]
 
-ENGINES = ("torch", "onnx")
-INT8_ENGINES = ("auto",) + ENGINES  # auto: both are built and the faster one is kept
+ENGINES = ("torch", "onnx", "openvino")  # what eval and predict run a model on
+INT8_ENGINES = ("auto", "torch", "onnx")  # auto: both are built and the faster one is kept
 
 
 def _freezing(compiled: bool) -> contextlib.AbstractContextManager:
@@ -42,12 +44,13 @@ def _freezing(compiled: bool) -> contextlib.AbstractContextManager:
 class InferenceModel(nn.Module):
     """A prepared model: takes float32 N x C x H x W batches, returns float32 logits, no gradients."""
 
-    def __init__(self, model: nn.Module, precision: str, compiled: bool) -> None:
+    def __init__(self, model: nn.Module, precision: str, compiled: bool, channels_last: Optional[bool] = None) -> None:
         super().__init__()
         self.model = model
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.channels_last = precision != "int8"
+        # channels_last inputs for PyTorch's fp32 and bf16 convolutions (default); int8 and OpenVINO take NCHW.
+        self.channels_last = precision != "int8" if channels_last is None else channels_last
         self.compiled = compiled
         self.choice = ""  # what optimize_for_inference measured and kept
         # Static shapes: a new batch size compiles anew, frozen. With automatic dynamic shapes the
@@ -101,29 +104,27 @@ def onnx_runtime_model(model: nn.Module, precision: str, example: Tensor, calibr
         return OnnxModel(path)  # the session holds the model; the file can go
 
 
-class OpenVinoModel(nn.Module):
+class OpenVinoModel(OpenVinoIR):
     """``model`` converted by OpenVINO (the ``openvino`` extra) and run on the CPU in fp32, compiled
     once per input shape: static shapes get its fastest kernels. Float32 batches in, float32 logits out."""
 
     def __init__(self, model: nn.Module, example: Tensor, threads: Optional[int] = None) -> None:
-        super().__init__()
-        import openvino
+        super().__init__(convert_to_openvino(model, example), "the model converted by OpenVINO", threads)
 
-        self._core = openvino.Core()
-        with torch.no_grad():
-            self._converted = openvino.convert_model(model, example_input=example)
-        # Where the CPU runs bf16, OpenVINO's default precision there is bf16: fp32 is asked for.
-        self._config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-        self._compiled: Dict[Tuple[int, ...], Any] = {}
 
-    def forward(self, x: Tensor) -> Tensor:
-        shape = tuple(x.shape)
-        if shape not in self._compiled:
-            static = self._converted.clone()
-            static.reshape(list(shape))
-            self._compiled[shape] = self._core.compile_model(static, "CPU", self._config)
-        return torch.from_numpy(self._compiled[shape](x.detach().float().contiguous().numpy())[0])
+def _openvino_candidate(model: nn.Module, example: Tensor) -> Dict[str, InferenceModel]:
+    """OpenVINO fp32, to be timed against PyTorch's paths: where openvino is installed and the model
+    runs on the CPU (else nothing, and nothing is said: OpenVINO is an optional extra)."""
+    if importlib.util.find_spec("openvino") is None or next(model.parameters()).device.type != "cpu":
+        return {}
+    try:
+        openvino = OpenVinoModel(model, example)
+        openvino(example)  # compiled for the example's shape before it is timed
+    except Exception as error:  # a conversion or compilation failure: PyTorch's paths remain
+        warnings.warn(f"OpenVINO fp32 could not be built ({type(error).__name__}: {one_line(error)[:200]}); "
+                      "keeping PyTorch", stacklevel=3)
+        return {}
+    return {"fp32 OpenVINO": InferenceModel(openvino, "fp32", compiled=False, channels_last=False)}
 
 
 def _finish(optimized: InferenceModel, model: nn.Module, choice: str) -> InferenceModel:
@@ -169,7 +170,9 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     and ``torch.compile`` with freezing. ``compile="auto"`` keeps the compiled model only
     where it measures faster than the uncompiled one on ``example`` (without an example it
     compiles); ``True`` always compiles, ``False`` never. Inductor needs a C++ compiler on
-    CPU: if compiling ``example`` fails, the eager path is kept, with a warning.
+    CPU: if compiling ``example`` fails, the eager path is kept, with a warning. For fp32 on
+    the CPU with ``compile="auto"`` and an example, OpenVINO (when installed) is timed too,
+    and kept where it is the fastest of the three.
     int8: static quantization calibrated on ``calibration``, a float N x C x H x W tensor
     of normalized images as the model sees them, by torch FX (``int8_engine="torch"``,
     ``quantize_int8``) or ONNX Runtime (``"onnx"``); ``"auto"`` builds both (when
@@ -202,5 +205,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
         return _finish(eager, model, f"{precision} eager (torch.compile failed)")
     if compile is True:
         return _finish(compiled, model, f"{precision} compiled")
-    chosen, choice = _faster({f"{precision} compiled": compiled, f"{precision} eager": eager}, example)
+    candidates = {f"{precision} compiled": compiled, f"{precision} eager": eager}
+    if precision == "fp32":
+        candidates.update(_openvino_candidate(model, example))
+    chosen, choice = _faster(candidates, example)
     return _finish(chosen, model, choice)

@@ -56,12 +56,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `export` and `bench` subcommands."""
-    p = sub.add_parser("export", help="write ONNX, TorchScript or safetensors, verified against PyTorch")
+    p = sub.add_parser("export", help="write ONNX, TorchScript, safetensors or OpenVINO IR, verified against "
+                       "PyTorch")
     p.add_argument("--weights", required=True, help="checkpoint file or weights name (see `resnetlab weights`)")
-    p.add_argument("--format", required=True, help="onnx, torchscript or safetensors")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 (torchscript, safetensors) or int8 "
-                   "(onnx, torchscript)")
-    p.add_argument("-o", "--output", help="file to write (default: next to the weights, e.g. best-fp32.onnx)")
+    p.add_argument("--format", required=True, help="onnx, torchscript, safetensors or openvino (a .xml file and "
+                   "its .bin)")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 (torchscript, safetensors, openvino) or int8 "
+                   "(onnx, torchscript, openvino)")
+    p.add_argument("-o", "--output", help="file to write (default: next to the weights, e.g. best-fp32.onnx or "
+                   "best-fp32.xml)")
     p.add_argument("--model", help="architecture, for checkpoints that do not name it")
     p.add_argument("--calibration", metavar="DATA", help="int8 calibration images: dataset name (train split), "
                    "image folder, or .npy/.pt float N x C x H x W tensor")
@@ -70,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--samples", type=int, default=256, help="verification images (default 256)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
-                   help="ONNX batch dimension left dynamic (default) or fixed at 1")
+                   help="ONNX and OpenVINO batch dimension left dynamic (default) or fixed at 1")
     p.add_argument("--min-agreement", type=float, help="bf16/int8: least top-1 agreement kept (default 0.98/0.95)")
     p.add_argument("--max-abs-diff", type=float, help="fp32: largest logit difference kept, times max(1, "
                    "largest |logit|) (default 1e-4)")

@@ -21,13 +21,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..analysis.plots import plot_confusion
     from ..errors import one_line
-    from ..inference import evaluate_checkpoint
+    from ..inference import evaluate_checkpoint, is_exported
     from ..weights import is_weights_name
 
     if args.confusion and Path(args.confusion).resolve() == Path(args.weights).resolve():
         raise UsageError(f"--confusion {args.confusion} would overwrite the weights")
-    if args.report and Path(args.weights).suffix == ".onnx":
-        raise UsageError(f"--report runs the checkpoint in PyTorch; {args.weights} is an ONNX file: pass the "
+    if args.report and is_exported(args.weights):
+        kind = "an ONNX" if Path(args.weights).suffix == ".onnx" else "an OpenVINO"
+        raise UsageError(f"--report runs the checkpoint in PyTorch; {args.weights} is {kind} file: pass the "
                          f"checkpoint it was exported from")
     if args.report and args.top_losses < 1:
         raise UsageError(f"--top-losses must be >= 1, got {args.top_losses}")
@@ -117,8 +118,9 @@ def add_tta_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """--engine, --precision and --calibration."""
-    parser.add_argument("--engine", default="torch", help="torch or onnx (ONNX Runtime; weights may be an .onnx file)")
-    parser.add_argument("--precision", default="fp32", help="fp32, bf16 (torch) or int8")
+    parser.add_argument("--engine", default="torch", help="torch, onnx (ONNX Runtime; weights may be an .onnx file) "
+                        "or openvino (OpenVINO on the CPU; weights may be an OpenVINO .xml file)")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 (torch, openvino) or int8")
     parser.add_argument("--calibration", metavar="DATA", help="int8 calibration images: dataset name, image folder "
                         "or .npy/.pt tensor (default: the data's or the checkpoint's dataset)")
 

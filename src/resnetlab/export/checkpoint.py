@@ -25,8 +25,8 @@ def export_metadata(metadata: Dict[str, Any], arch: Optional[str] = None) -> Dic
 
 
 def default_output(weights: PathLike, fmt: str, precision: str) -> Path:
-    """Where an export of ``weights`` goes unless told: beside them, e.g. best-fp32.onnx (for named
-    weights, in the current folder: resnet50.tv2_in1k-fp32.onnx)."""
+    """Where an export of ``weights`` goes unless told: beside them, e.g. best-fp32.onnx or best-fp32.xml
+    (OpenVINO, with best-fp32.bin); for named weights, in the current folder: resnet50.tv2_in1k-fp32.onnx."""
     if is_weights_name(weights):
         return Path(f"{weights}-{precision}{REGISTRY[fmt].suffix}")
     weights = Path(weights)
@@ -52,8 +52,9 @@ def export_checkpoint(weights: PathLike, fmt: str, precision: str = "fp32", outp
                        if precision == "int8" else None)
     inputs, described = verification_inputs(data or calibration, metadata, model.in_chans, samples, data_dir)
     output = Path(output or default_output(weights, fmt, precision))
-    if output.resolve() == Path(weights).resolve():
-        raise ValueError(f"output {output} would overwrite the weights; pass -o")
+    for written in [output] + [output.with_suffix(suffix) for suffix in REGISTRY[fmt].companions]:
+        if written.resolve() == Path(weights).resolve():
+            raise ValueError(f"output {written} would overwrite the weights; pass -o")
     return export_model(model, output, fmt, precision, inputs=inputs, calibration=calibration_set,
                         dynamic_batch=dynamic_batch, metadata=export_metadata(metadata, model_name),
                         min_agreement=min_agreement, max_abs_diff=max_abs_diff, inputs_name=described)

@@ -1,6 +1,6 @@
 """The export formats: one entry per format with its file suffix, the precisions it can hold,
-and how to write and load it. A new format is a module with a write and a load function and
-an entry in ``REGISTRY``."""
+how to write and load it, and the files written beside the main one (OpenVINO's .bin). A new
+format is a module with a write and a load function and an entry in ``REGISTRY``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from torch import Tensor, nn
 
 from .onnx import load_onnx, write_onnx
+from .openvino import load_openvino, write_openvino
 from .safetensors import load_safetensors, write_safetensors
 from .torchscript import load_torchscript, write_torchscript
 
@@ -34,14 +35,16 @@ class Format:
     precisions: Tuple[str, ...]
     write: Writer
     load: Loader
+    companions: Tuple[str, ...] = ()  # suffixes of the files written beside the main one, same name
 
 
 # bf16 ONNX does not run on ONNX Runtime's CPU provider; int8 weights need the quantized graph,
-# which safetensors cannot describe.
+# which safetensors cannot describe. OpenVINO's IR is a .xml file (the graph) and a .bin (the weights).
 REGISTRY: Dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", ("fp32", "int8"), write_onnx, load_onnx),
     Format("torchscript", ".ts", PRECISIONS, write_torchscript, load_torchscript),
     Format("safetensors", ".safetensors", ("fp32", "bf16"), write_safetensors, load_safetensors),
+    Format("openvino", ".xml", PRECISIONS, write_openvino, load_openvino, (".bin",)),
 )}
 FORMATS = tuple(REGISTRY)
 FORMAT_PRECISIONS = {name: f.precisions for name, f in REGISTRY.items()}

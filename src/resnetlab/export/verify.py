@@ -4,15 +4,17 @@ a file whose logits miss the tolerance is not kept."""
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..fileio import atomic_write
-from .formats import FORMAT_PRECISIONS, FORMATS, PRECISIONS, check_choice, load_export, write_export
+from .formats import FORMAT_PRECISIONS, FORMATS, PRECISIONS, REGISTRY, check_choice, load_export, write_export
 from .fuse import check_inputs
 
 __all__ = ["MAX_ABS_DIFF", "MIN_AGREEMENT", "Agreement", "ExportResult", "compare", "export_model"]
@@ -75,7 +77,7 @@ class ExportResult:
     path: str
     format: str
     precision: str
-    bytes: int
+    bytes: int  # with the files written beside it (OpenVINO's .bin)
     agreement: Agreement
     inputs: str  # what the file was verified on
 
@@ -94,7 +96,8 @@ def export_model(model: nn.Module, output: Union[str, Path], fmt: str = "onnx", 
     (fp32: max abs difference <= 1e-4 x max(1, largest |logit|); bf16 >= 98% and int8
     >= 95% top-1 agreement, unless given) a ValueError is raised and nothing is written.
     int8 needs ``calibration`` images. ``metadata`` (arch, options, class_names,
-    preprocessing) is stored in the file.
+    preprocessing) is stored in the file. OpenVINO's IR is ``output`` (a .xml) and the .bin
+    of the same name beside it, both written or neither.
     """
     check_choice(fmt, FORMATS, "format")
     check_choice(precision, PRECISIONS, "precision")
@@ -111,6 +114,10 @@ def export_model(model: nn.Module, output: Union[str, Path], fmt: str = "onnx", 
     output = Path(output)
     if output.is_dir():
         raise ValueError(f"output {output} is a folder; give a file name")
+    companions = REGISTRY[fmt].companions
+    if companions and output.suffix != REGISTRY[fmt].suffix:
+        raise ValueError(f"output {output}: {fmt} is written as a {REGISTRY[fmt].suffix} file and its "
+                         f"{', '.join(companions)} beside it; accepted: a {REGISTRY[fmt].suffix} file name")
     example = inputs[:2]
     results: Dict[str, Any] = {}
 
@@ -120,10 +127,38 @@ def export_model(model: nn.Module, output: Union[str, Path], fmt: str = "onnx", 
         if not agreement.within(precision, min_agreement, max_abs_diff):
             raise ValueError(f"the exported {fmt} {precision} model misses the tolerance: {agreement.describe()}; "
                              f"nothing written to {output}")
-        results.update(agreement=agreement, size=tmp.stat().st_size)
+        written = [tmp] + [tmp.with_suffix(suffix) for suffix in companions]
+        results.update(agreement=agreement, size=sum(path.stat().st_size for path in written))
 
     try:
-        atomic_write(output, write_and_verify)
+        _write_files(output, companions, write_and_verify)
     except OSError as error:
         raise OSError(f"cannot write {output}: {error.strerror or error}") from None
     return ExportResult(str(output), fmt, precision, results["size"], results["agreement"], inputs_name)
+
+
+def _write_files(output: Path, companions: Tuple[str, ...], write: Callable[[Path], None]) -> None:
+    """``write(path)``, then a rename to ``output`` (fileio.atomic_write). With files written beside the
+    main one (``companions``: OpenVINO's .bin), all are written under their final names in a
+    temporary folder beside ``output``, then the companions are renamed into place and the main
+    file last. Nothing is left when writing or renaming fails."""
+    if not companions:
+        atomic_write(output, write)
+        return
+    moved: List[Path] = []
+
+    def write_all(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{output.name}.") as folder:
+            staged = Path(folder) / output.name
+            write(staged)
+            for suffix in companions:
+                os.replace(staged.with_suffix(suffix), output.with_suffix(suffix))
+                moved.append(output.with_suffix(suffix))
+            os.replace(staged, tmp)  # which atomic_write renames to output
+
+    try:
+        atomic_write(output, write_all)
+    except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise

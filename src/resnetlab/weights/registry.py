@@ -37,7 +37,7 @@ SHIPPED_FILES = {
     "resnet20.resnetlab_cifar10": ("resnet20_cifar10.safetensors",
                                    "8affedf63dcdb1739e661ed674dd2d92411f2f00d0578c204e55de81e4edaab7", True),
 }
-CHECKPOINT_SUFFIXES = {".pth", ".pt", ".th", ".tar", ".bin", ".ckpt", ".safetensors", ".onnx"}
+CHECKPOINT_SUFFIXES = {".pth", ".pt", ".th", ".tar", ".bin", ".ckpt", ".safetensors", ".onnx", ".xml"}
 
 
 @dataclass(frozen=True)
