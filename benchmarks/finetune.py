@@ -2,9 +2,11 @@
 
 The folder: N images per class of the real Fashion-MNIST training set written as PNG files (train/),
 and 200 per class of its test set (val/), a dataset the start weights never saw. Fine-tuning starts
-from resnetlab's CIFAR-10 ResNet-20 (resnet20.resnetlab_cifar10) with the finetune recipe; from
-scratch is the same recipe without weights (no frozen epoch, one lr for every layer), so it gets at
-least the fine-tuned run's time. Both train at 32 pixels for the same steps.
+from resnetlab's CIFAR-10 ResNet-20 (resnet20.resnetlab_cifar10), in two ways: 'finetune', the finetune
+recipe (the classifier alone for one epoch, then the backbone at a tenth of the lr), and 'finetune-all',
+the same start with every layer trained at the full lr from the first step. 'scratch' is the same recipe
+without weights (no frozen epoch, one lr for every layer), so it gets at least the fine-tuned runs' time.
+All train at 32 pixels for the same steps.
 
     python benchmarks/finetune.py                          # 20, 100 and 500 images per class, seed 0
     python benchmarks/finetune.py --per-class 100 --seeds 0 1 2
@@ -28,6 +30,7 @@ from resnetlab.machine import describe_machine
 from resnetlab.train import resolve_config, train
 
 VAL_PER_CLASS = 200
+METHODS = ("finetune", "finetune-all", "scratch")
 
 
 def write_folder(root: Path, per_class: int, seed: int) -> Path:
@@ -35,11 +38,11 @@ def write_folder(root: Path, per_class: int, seed: int) -> Path:
     set; PNG files in class folders."""
     import torch
 
-    for split, count in (("train", per_class), ("val", VAL_PER_CLASS)):
+    for folder_name, split, count in (("train", "train", per_class), ("val", "test", VAL_PER_CLASS)):
         data = load_dataset("fashion-mnist", split)
         generator = torch.Generator().manual_seed(seed)
         for label, name in enumerate(data.classes):
-            folder = root / split / name.replace("/", "-")
+            folder = root / folder_name / name.replace("/", "-")
             folder.mkdir(parents=True, exist_ok=True)
             members = (data.labels == label).nonzero().flatten()
             chosen = members[torch.randperm(len(members), generator=generator)[:count]]
@@ -49,10 +52,13 @@ def write_folder(root: Path, per_class: int, seed: int) -> Path:
 
 
 def run(folder: Path, method: str, steps: int, seed: int, out: Path) -> dict:
+    """One training run on ``folder`` (its own run folder under ``out``); its accuracy, steps and times."""
     overrides = dict(data=str(folder / ""), model="resnet20", iterations=steps, image_size=32, seed=seed,
-                     quiet=True, out=str(out), name=f"{method}-{seed}", eval_every=1000)
+                     quiet=True, out=str(out), name=f"{folder.name}-{method}", eval_every=1000)
     if method == "scratch":
         overrides.update(weights="", freeze_epochs=0, backbone_lr_mult=1.0)
+    elif method == "finetune-all":
+        overrides.update(freeze_epochs=0, backbone_lr_mult=1.0)
     config = resolve_config("finetune", overrides=overrides)
     started = time.perf_counter()
     result = train(config)
@@ -75,10 +81,10 @@ def main() -> int:
         for per_class in args.per_class:
             for seed in args.seeds:
                 folder = write_folder(Path(scratch) / f"fmnist-{per_class}-{seed}", per_class, seed)
-                for method in ("finetune", "scratch"):
+                for method in METHODS:
                     row = dict(per_class=per_class, **run(folder, method, args.steps, seed, Path(scratch) / "runs"))
                     rows.append(row)
-                    print(f"{per_class:>4} per class, seed {seed}, {method:>8}: {row['val_top1']:.2f}% "
+                    print(f"{per_class:>4} per class, seed {seed}, {method:>12}: {row['val_top1']:.2f}% "
                           f"after {row['steps']} steps, {row['train_s']:.0f} s training", flush=True)
     result = dict(machine=describe_machine(), date=time.strftime("%Y-%m-%d"),
                   command=" ".join(["python", "benchmarks/finetune.py", *sys.argv[1:]]),

@@ -341,23 +341,26 @@ def gen_finetune(prefix: str = "") -> str:
     data = load_json(name)
     machine, versions = machine_and_versions(data)
 
+    def mean(rows: List[Dict[str, Any]], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
     def summary(rows: List[Dict[str, Any]]) -> str:
         values = [r["val_top1"] for r in rows]
-        mean = sum(values) / len(values)
-        return pct(mean) + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
+        return pct(mean(rows, "val_top1")) + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
 
+    methods = ("scratch", "finetune", "finetune-all")
     out = []
     for per_class in sorted({r["per_class"] for r in data["rows"]}):
-        runs = {m: [r for r in data["rows"] if r["per_class"] == per_class and r["method"] == m]
-                for m in ("scratch", "finetune")}
-        gain = (sum(r["val_top1"] for r in runs["finetune"]) / len(runs["finetune"])
-                - sum(r["val_top1"] for r in runs["scratch"]) / len(runs["scratch"]))
-        seconds = [sum(r["train_s"] for r in runs[m]) / len(runs[m]) for m in ("scratch", "finetune")]
-        out.append([f"{per_class:,} ({10 * per_class:,} images)", summary(runs["scratch"]), summary(runs["finetune"]),
-                    f"**{gain:+.2f}**", str(runs["finetune"][0]["steps"]), f"{seconds[0]:.0f} s / {seconds[1]:.0f} s",
-                    str(len(runs["finetune"]))])
-    body = table(["images per class", "from scratch", "fine-tuned", "points gained", "steps",
-                  "training time (scratch / fine-tuned)", "seeds"], out, "lrrrrrr")
+        runs = {m: [r for r in data["rows"] if r["per_class"] == per_class and r["method"] == m] for m in methods}
+        scratch = mean(runs["scratch"], "val_top1")
+        cells = [summary(runs["scratch"])]
+        for method in methods[1:]:
+            cells.append(f"{summary(runs[method])}, **{mean(runs[method], 'val_top1') - scratch:+.2f}**")
+        seconds = " / ".join(f"{mean(runs[m], 'train_s'):.0f}" for m in methods)
+        out.append([f"{per_class:,} ({10 * per_class:,} images)", *cells, str(runs["scratch"][0]["steps"]),
+                    f"{seconds} s", str(len(runs["scratch"]))])
+    body = table(["images per class", "from scratch", "recipe `finetune` (gain)", "every layer at the full lr (gain)",
+                  "steps", "training time (in that order)", "seeds"], out, "lrrrrrr")
     return body + "\n" + provenance(name, f"validation accuracy on {data['val_images']:,} Fashion-MNIST test "
                                      f"images; start weights {data['start_weights']}", machine, versions,
                                      data["command"], prefix)
