@@ -141,6 +141,22 @@ def assert_same_prediction(weights: Path, exported: Path, engine: str, folder: P
     assert exported_top.probabilities == pytest.approx(torch_top.probabilities, abs=1e-4)
 
 
+def require_real_data(available: bool, missing: str) -> None:
+    """Skip a real-data test when its data is missing; fail instead where CI could install it
+    (RESNETLAB_REQUIRE_REAL_DATA, set by .ci/run)."""
+    if available:
+        return
+    if os.environ.get("RESNETLAB_REQUIRE_REAL_DATA"):
+        pytest.fail(missing)
+    pytest.skip(missing)
+
+
+def real_fashion_mnist() -> None:
+    """Skip (or fail in CI) unless the real Fashion-MNIST can be found."""
+    require_real_data(Path("/usr/share/datasets/fashion-mnist").is_dir() or bool(os.environ.get("RESNETLAB_DATA")),
+                      "real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
 def one_line(err: pytest.ExceptionInfo) -> str:
     """The message of a raised error, checked to be one non-empty line."""
     message = str(err.value)

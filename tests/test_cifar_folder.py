@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers import require_real_data
 from resnetlab.inference import evaluate_checkpoint
 from resnetlab.train import resolve_config, train
 
@@ -35,11 +35,7 @@ def unpack_subset(tarball: Path, target: Path, per_class: int) -> Path:
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_cifar10_jpeg_folder_trains_to_the_bound(tmp_path, monkeypatch):
-    if not TARBALL.is_file():
-        missing = f"the CIFAR-10 JPEG folder is not beside the checkout ({TARBALL.name})"
-        if os.environ.get("RESNETLAB_REQUIRE_REAL_DATA"):  # set by .ci/run, which has it there
-            pytest.fail(missing)
-        pytest.skip(missing)
+    require_real_data(TARBALL.is_file(), f"the CIFAR-10 JPEG folder is not beside the checkout ({TARBALL.name})")
     monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
     folder = unpack_subset(TARBALL, tmp_path / "cifar10-jpg", PER_CLASS)
     start = time.time()

@@ -20,6 +20,7 @@ pytest.importorskip("pytorch_grad_cam")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from helpers import require_real_data
 from resnetlab import create_model  # noqa: E402
 from resnetlab.inference import Predictor  # noqa: E402
 from resnetlab.serve import Limits, Service, create_app  # noqa: E402
@@ -205,10 +206,8 @@ def chromium() -> tuple:
 
 def test_the_page_in_a_real_browser(weights, tmp_path):
     browser, driver = chromium()
-    if not (browser and driver):
-        if os.environ.get("RESNETLAB_REQUIRE_REAL_DATA"):
-            pytest.fail("chromium and chromium-driver are missing: apt-get install chromium chromium-driver")
-        pytest.skip("needs chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    require_real_data(bool(browser and driver),
+                      "needs chromium and chromium-driver (apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
     import uvicorn
     from selenium.webdriver.common.by import By

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import real_fashion_mnist, tiny_config
 from resnetlab.inference import Predictor
 from resnetlab.train import RECIPES, Trainer, TrainingDiverged, resolve_config, resume, train
 from resnetlab.train.config import load_toml, to_toml
@@ -397,11 +396,7 @@ def test_non_finite_weights_never_overwrite_the_last_good_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_real_fashion_mnist_reaches_the_bound(tmp_path):
     """Trains on 20k real Fashion-MNIST images, then tests on the full 10k test set."""
-    if not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("RESNETLAB_DATA"):
-        missing = "real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
-        if os.environ.get("RESNETLAB_REQUIRE_REAL_DATA"):  # set by .ci/run where it could install it
-            pytest.fail(missing)
-        pytest.skip(missing)
+    real_fashion_mnist()
     start = time.time()
     config = resolve_config("default", overrides=dict(out=str(tmp_path / "runs"), name="fm", epochs=3,
                                                       train_subset=20000, quiet=True))
@@ -615,8 +610,13 @@ def test_resume_checks_the_state_belongs_to_the_run_and_respects_a_live_lock(tmp
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (fresh / ".lock").write_text(f"{sleeper.pid}\n")
+        writing = fresh / ".last.safetensors.abc.tmp"  # the live run's checkpoint being written
+        writing.write_bytes(b"half")
+        config = (fresh / "config.toml").read_bytes()
         with pytest.raises(ValueError, match=rf"run folder {fresh} is being trained by process {sleeper.pid}"):
-            resume(fresh)
+            resume(fresh, dict(stop_after_steps=0))
+        assert writing.read_bytes() == b"half" and (fresh / "config.toml").read_bytes() == config  # untouched
+        writing.unlink()
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -649,3 +649,35 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
     monkeypatch.setattr(torch, "save", real_save)
     resumed = resume(out / "full")
     assert resumed["finished"] and resumed["epochs"] == 3
+
+
+def test_a_full_disk_while_writing_weights_is_one_line_and_resumable(tmp_path, monkeypatch, capsys):
+    """safetensors reports ENOSPC as its own SafetensorError: the same one line as torch.save's, and a resume."""
+    from safetensors import SafetensorError
+
+    import resnetlab.weights.formats
+    from helpers import run_cli
+
+    real_save_file = resnetlab.weights.formats.save_file
+    calls = {"n": 0}
+
+    def full_disk_on_the_third_weights(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2's best.safetensors (epoch 1 wrote best, then last)
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                  'message: "No space left on device" })')
+        return real_save_file(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(resnetlab.weights.formats, "save_file", full_disk_on_the_third_weights)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "train", "--data", "synthetic", "--model", "resnet8", "--epochs", "3",
+                           "--train-subset", "256", "--test-subset", "64", "--batch-size", "64", "--precision", "fp32",
+                           "--quiet", "--out", out, "--name", "full")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("resnetlab: error: [Errno 5] write failed (Error while serializing")
+    assert ".safetensors'" in err
+    assert not list((out / "full").glob(".*.tmp"))
+    monkeypatch.setattr(resnetlab.weights.formats, "save_file", real_save_file)
+    resumed = resume(out / "full")
+    assert resumed["finished"] and resumed["epochs"] == 3
+    assert (out / "full" / "best.safetensors").is_file() and (out / "full" / "last.safetensors").is_file()

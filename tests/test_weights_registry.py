@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import tarfile
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import resnetlab
-from helpers import one_line, run_cli
+from helpers import one_line, real_fashion_mnist, require_real_data, run_cli
 from resnetlab.models.published import AKAMASTER_CIFAR_ERROR
 from resnetlab.weights import get_weights, list_weights, load_model, read_checkpoint
 
@@ -68,7 +67,8 @@ def test_every_entry_is_complete_and_one_default_per_architecture():
         resnetlab.build_model(entry.arch)  # a zoo architecture
     for arch in {e.arch for e in entries}:
         assert sum(e.default for e in entries if e.arch == arch) == 1
-    assert [e.name for e in list_weights("resnet20")] == ["resnet20.akamaster_cifar10", "resnet20.resnetlab_cifar10"]
+    assert [e.name for e in list_weights("resnet20")] == ["resnet20.akamaster_cifar10", "resnet20.fashion_mnist",
+                                                         "resnet20.resnetlab_cifar10"]
     json.dumps([e.to_dict() for e in entries])
 
 
@@ -183,11 +183,7 @@ def unpack_first(tarball: Path, target: Path, per_class: int) -> Path:
 @pytest.mark.realdata
 def test_shipped_weights_on_the_cifar10_jpeg_images(tmp_path, capsys, monkeypatch):
     """The first 100 images of each class: mostly images it trained on (45,000 of the 50,000 were)."""
-    if not TARBALL.is_file():
-        missing = f"the CIFAR-10 JPEG folder is not beside the checkout ({TARBALL.name})"
-        if os.environ.get("RESNETLAB_REQUIRE_REAL_DATA"):
-            pytest.fail(missing)
-        pytest.skip(missing)
+    require_real_data(TARBALL.is_file(), f"the CIFAR-10 JPEG folder is not beside the checkout ({TARBALL.name})")
     folder = unpack_first(TARBALL, tmp_path / "cifar10-jpg", 100)
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(capsys, "eval", "--weights", "resnet20.resnetlab_cifar10", "--data", folder,
@@ -198,6 +194,32 @@ def test_shipped_weights_on_the_cifar10_jpeg_images(tmp_path, capsys, monkeypatc
     assert code == 0 and result["samples"] == 1000 and result["classes"] == CIFAR10, err
     assert result["test_top1"] >= 93.0  # measured 95.00% (mostly images it trained on; the held-out figure is 88.62%)
     assert (tmp_path / "resnet20.resnetlab_cifar10-confusion-cifar10-jpg-train.png").is_file()
+
+
+@pytest.mark.realdata
+def test_shipped_fashion_mnist_weights_reproduce_their_accuracy(tmp_path, capsys, monkeypatch):
+    """Loaded by name from the package, on the whole real test set: the accuracy recorded when they were shipped."""
+    from PIL import Image
+
+    from resnetlab.data import load_dataset
+    from resnetlab.inference import evaluate_checkpoint
+
+    real_fashion_mnist()
+    for name in ("resnet14.fashion_mnist", "resnet20.fashion_mnist"):  # the default and the accurate recipe
+        entry = get_weights(name)
+        assert entry.path is not None and entry.accuracy["kind"] == "measured"
+        result = evaluate_checkpoint(name, "fashion-mnist", device="cpu", precision="fp32")
+        print(f"{name} on the Fashion-MNIST test set: {result['test_top1']:.2f}%")
+        assert result["samples"] == 10000
+        assert result["test_top1"] == pytest.approx(entry.accuracy["top1"], abs=0.05)
+    assert get_weights("resnet14.fashion_mnist").default and not get_weights("resnet20.fashion_mnist").default
+    test = load_dataset("fashion-mnist", "test")
+    shirt = test.classes.index("Shirt")
+    index = int((test.labels == shirt).nonzero()[0])
+    Image.fromarray(test.images[index, 0].numpy(), "L").save(tmp_path / "shirt.png")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "predict", "--weights", "resnet14.fashion_mnist", "shirt.png")
+    assert code == 0 and "shirt.png" in out, err
 
 
 def test_cli_export_with_a_weights_name_writes_in_the_current_folder(capsys, tmp_path, monkeypatch):

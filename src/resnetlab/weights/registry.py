@@ -36,6 +36,10 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SHIPPED_FILES = {
     "resnet20.resnetlab_cifar10": ("resnet20_cifar10.safetensors",
                                    "8affedf63dcdb1739e661ed674dd2d92411f2f00d0578c204e55de81e4edaab7", True),
+    "resnet14.fashion_mnist": ("resnet14_fashion_mnist.safetensors",
+                               "da996ae02260ff33cee1362862d51012af7e996a039c4d7f6977a94cbf1c5423", True),
+    "resnet20.fashion_mnist": ("resnet20_fashion_mnist.safetensors",
+                               "802927b6a29f375bea99e58033cb70c6a87e2089f81c9b55ced06d92e04eea78", False),
 }
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".th", ".tar", ".bin", ".ckpt", ".safetensors", ".onnx", ".xml"}
 
