@@ -86,6 +86,14 @@ def test_every_format_and_precision_writes_a_verified_file_with_metadata(trained
     assert (tmp_path / "m-int8.onnx").stat().st_size < fp32_size / 2
     assert (tmp_path / "m-bf16.safetensors").stat().st_size < (tmp_path / "m-fp32.safetensors").stat().st_size / 1.8
     assert OnnxModel(tmp_path / "m-fp32.onnx").metadata["class_names"] == list("abcdefghij")
+    import onnx
+
+    tampered = onnx.load(str(tmp_path / "m-fp32.onnx"))
+    entry = next(p for p in tampered.metadata_props if p.key == "resnetlab")
+    entry.value = json.dumps(dict(metadata, class_names=list("abc")))
+    onnx.save(tampered, str(tmp_path / "tampered.onnx"))
+    with pytest.raises(ValueError, match=r"tampered.onnx: metadata class_names has 3 names for a head of 10 classes"):
+        OnnxModel(tmp_path / "tampered.onnx")
     extra = {"resnetlab.json": ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -144,7 +152,11 @@ def test_export_bad_input_is_one_line_exit_2_and_writes_nothing(trained, tmp_pat
     blocker.write_text("x")
     out = tmp_path / "out"
     out.mkdir()
+    run = tmp_path / "run"  # another training run's folder: its files are never an export's target
+    run.mkdir()
+    (run / "run.json").write_text("{}")
     cases = [
+        (["--format", "safetensors", "-o", run / "best.safetensors"], f"is a file of the training run in {run}"),
         (["--format", "tflite"], "unknown format 'tflite'; accepted: onnx, torchscript, safetensors"),
         (["--format", "onnx", "--precision", "fp8"], "unknown precision 'fp8'"),
         (["--format", "onnx", "--precision", "bf16"], "bf16 cannot be exported as onnx"),
@@ -163,7 +175,7 @@ def test_export_bad_input_is_one_line_exit_2_and_writes_nothing(trained, tmp_pat
         code, _, err = run_cli(capsys, *args)
         assert code == 2, (extra, err)
         assert fragment in err and len(err.strip().splitlines()) == 1, (extra, err)
-    assert list(out.iterdir()) == []
+    assert list(out.iterdir()) == [] and sorted(p.name for p in run.iterdir()) == ["run.json"]
     mismatched = tmp_path / "r20.pth"
     torch.save(create_model("resnet20").state_dict(), mismatched)
     code, _, err = run_cli(capsys, "export", "--weights", mismatched, "--model", "resnet8", "--format", "onnx",

@@ -135,6 +135,10 @@ def test_cli_writes_one_labelled_png_per_image(blob_net, tmp_path, capsys):
     with Image.open(tmp_path / "out" / "img0-gradcam.png") as image:
         assert image.width > 400 and image.height > 200  # input and two overlays side by side
     assert out.count(": bright ") + out.count(": dark ") == 3
+    (tmp_path / "images" / "broken.png").unlink()
+    (tmp_path / "images" / "img0.png").rename(tmp_path / "images" / "a\x1b[31mred.png")
+    code, out, _ = run_cli(capsys, "explain", "--weights", path, tmp_path / "images", "--out", tmp_path / "out")
+    assert code == 0 and "\x1b" not in out and "a\\x1b[31mred.png: " in out  # a file name cannot drive the terminal
 
 
 def test_cli_features_of_one_image(blob_net, tmp_path, capsys):

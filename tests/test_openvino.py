@@ -199,3 +199,21 @@ def test_optimize_for_inference_times_openvino_fp32(monkeypatch):
     assert check.max_abs_diff <= 1e-4 * max(1.0, check.logit_scale)
     monkeypatch.setattr(optimize.importlib.util, "find_spec", lambda name: None)
     assert optimize._openvino_candidate(model, x) == {}  # without openvino: PyTorch's candidates only
+
+
+def test_bench_times_the_openvino_paths_this_machine_runs(trained, monkeypatch):
+    from resnetlab.bench import default_paths, run_bench
+
+    assert {"openvino-fp32", "openvino-int8"} <= set(default_paths())
+    assert ("openvino-bf16" in default_paths()) == ov_export.cpu_runs_bf16()
+    weights, _ = trained
+    report = run_bench(create_model("resnet8", weights=weights), "resnet8", batch=4, size=32, seconds=0.05,
+                       paths=["eager", "openvino-fp32", "openvino-int8"])
+    rows = {r.name: r for r in report.results}
+    assert not any(r.error for r in report.results), [r.error for r in report.results]
+    assert rows["openvino-int8"].precision == "int8" and rows["openvino-fp32"].images_per_s > 0
+    assert rows["openvino-fp32"].max_abs_diff < 1e-2  # BatchNorm folded: float rounding only
+    import resnetlab.bench
+
+    monkeypatch.setattr(resnetlab.bench, "cpu_runs_bf16", lambda: False)
+    assert "openvino-bf16" not in resnetlab.bench.default_paths()

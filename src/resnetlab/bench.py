@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import tempfile
 import time
 import warnings
@@ -19,14 +20,15 @@ from torch import Tensor, nn
 from .analysis import count_macs
 from .data.inputs import load_inputs
 from .errors import one_line
-from .export import OnnxModel, calibration_images, fold_batchnorm, write_export
+from .export import OnnxModel, calibration_images, fold_batchnorm, openvino_model, write_export
+from .export.openvino import cpu_runs_bf16
 from .machine import Timing, compare, describe_machine, interleaved, measure_peaks
 from .models import build_model
 from .optimize import OpenVinoModel, optimize_for_inference
 from .weights import load_model
 
 PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "openvino-fp32",
-         "int8", "onnx-int8")
+         "openvino-bf16", "int8", "onnx-int8", "openvino-int8")
 DESCRIPTIONS = {
     "torchvision": "torchvision eager fp32, same weights (reference)",
     "eager": "resnetlab eager fp32",
@@ -36,10 +38,21 @@ DESCRIPTIONS = {
     "bf16": "folded + channels_last + bf16 weights + torch.compile",
     "onnx-fp32": "ONNX Runtime fp32",
     "openvino-fp32": "OpenVINO fp32 (CPU plugin, f32 precision hint)",
+    "openvino-bf16": "OpenVINO bf16 (fp32 IR run with the bf16 precision hint)",
     "int8": "int8 static quantization, torch FX (x86)",
     "onnx-int8": "int8 static quantization, ONNX Runtime (QDQ)",
+    "openvino-int8": "int8 post-training quantization, NNCF, run by OpenVINO",
 }
-PRECISIONS = {"bf16": "bf16", "int8": "int8", "onnx-int8": "int8"}  # any other path: fp32
+PRECISIONS = {"bf16": "bf16", "openvino-bf16": "bf16", "int8": "int8", "onnx-int8": "int8",
+              "openvino-int8": "int8"}  # any other path: fp32
+
+
+def default_paths() -> List[str]:
+    """Every path this machine can run: the OpenVINO ones where the openvino extra is installed, its
+    bf16 where the CPU runs bf16."""
+    if importlib.util.find_spec("openvino") is None:
+        return [name for name in PATHS if not name.startswith("openvino")]
+    return [name for name in PATHS if name != "openvino-bf16" or cpu_runs_bf16()]
 
 
 @dataclass
@@ -155,6 +168,8 @@ def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[st
         "bf16": lambda: optimize_for_inference(model, "bf16", compile=True, example=example),
         "onnx-fp32": lambda: onnx("fp32"),
         "openvino-fp32": lambda: OpenVinoModel(model, example),
+        "openvino-bf16": lambda: openvino_model(model, "bf16", example),
+        "openvino-int8": lambda: openvino_model(model, "int8", example, calibration),
         "int8": lambda: optimize_for_inference(model, "int8", calibration, int8_engine="torch"),
         "onnx-int8": lambda: onnx("int8"),
     }
@@ -175,7 +190,7 @@ def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
 def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, seconds: float = 10.0,
               rounds: int = 10, latency_batch: Optional[int] = 1,
               check: Optional[Tuple[Tensor, Optional[Tensor], str]] = None, calibration: Optional[Tensor] = None,
-              paths: Sequence[str] = PATHS, weights: str = "random init",
+              paths: Optional[Sequence[str]] = None, weights: str = "random init",
               peaks: Optional[Mapping[str, float]] = None,
               progress: Optional[Callable[[str], None]] = None) -> BenchReport:
     """Measure each of ``paths`` on random batches of ``latency_batch`` (None: not measured) and of
@@ -191,6 +206,7 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
     ``calibration`` feeds the int8 paths (default: the check images). ``progress`` gets a line
     of text at each step.
     """
+    paths = default_paths() if paths is None else paths
     for name in paths:
         if name not in PATHS:
             raise ValueError(f"unknown path {name!r}; accepted: {', '.join(PATHS)}")
@@ -324,7 +340,7 @@ def bench_checkpoint(model_name: Optional[str] = None, weights: Optional[Union[s
     if calibration or data:  # int8 ranges come from the train split, never from the checked images
         calibration_set = calibration_images(calibration or data, metadata, model.in_chans, data_dir)
     return run_bench(model, arch, batch=batch, size=size, seconds=seconds, check=check, calibration=calibration_set,
-                     paths=paths or list(PATHS), weights=str(weights) if weights else "random init (seed 0)",
+                     paths=paths or default_paths(), weights=str(weights) if weights else "random init (seed 0)",
                      rounds=rounds, latency_batch=latency_batch, progress=progress)
 
 

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Union
 
+from safetensors import SafetensorError
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -28,8 +30,9 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
         try:
             write(Path(tmp))
             os.replace(tmp, path)
-        except RuntimeError as error:  # torch.save reports a full disk as "PytorchStreamWriter failed writing"
-            if type(error) is not RuntimeError:  # a caller's own error type (a failed download, ...) stays itself
+        except (RuntimeError, SafetensorError) as error:
+            # torch.save reports a full disk as "PytorchStreamWriter failed writing", safetensors as an IoError
+            if type(error) not in (RuntimeError, SafetensorError):  # a caller's own error type stays itself
                 raise
             raise OSError(errno.EIO, f"write failed ({' '.join(str(error).split())})", str(path)) from None
         except OSError as error:  # named after the file it was meant for, not the temporary one

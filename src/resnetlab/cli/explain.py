@@ -14,7 +14,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..analysis.interpret import CAM_METHODS, Explainer, find_layer
     from ..analysis.interpret_plots import plot_explanation, plot_features
     from ..data.inputs import expand_paths
-    from ..errors import one_line
+    from ..errors import one_line, printable
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
@@ -39,13 +39,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 result = explainer.explain(path, args.topk, args.method, args.target, args.layer)
                 png = plot_explanation(result.image, result.classes, result.probabilities, result.maps,
                                        args.method, out / f"{path.stem}-{args.method}.png", title=path.name)
-                ranked = ", ".join(f"{c} {p:.3f}" for c, p in zip(result.classes, result.probabilities))
-                print(f"{path}: {ranked}")
+                ranked = ", ".join(f"{printable(c)} {p:.3f}" for c, p in zip(result.classes, result.probabilities))
+                print(f"{printable(str(path))}: {ranked}")
         except (OSError, SyntaxError, ValueError) as error:  # PIL raises these for a bad file
             failures += 1
-            print(f"{path}: error: cannot explain: {one_line(error)[:160]}", file=sys.stderr)
+            print(f"{printable(str(path))}: error: cannot explain: {one_line(error)[:160]}", file=sys.stderr)
             continue
-        print(f"  written to {png}")
+        print(f"  written to {printable(str(png))}")
     return 1 if failures else 0
 
 

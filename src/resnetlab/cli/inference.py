@@ -83,7 +83,8 @@ def write_report(args: argparse.Namespace, result: dict) -> None:
     out = sys.stderr if args.json else sys.stdout
     print(f"calibration: ECE {100 * report['ece']:.2f}% (fp32)", file=out)
     for pair in report["confused_pairs"][:5]:
-        print(f"  confused: {pair['true']} taken for {pair['predicted']} {pair['count']} times", file=out)
+        print(f"  confused: {printable(pair['true'])} taken for {printable(pair['predicted'])} {pair['count']} times",
+              file=out)
     print(f"report written to {args.report}/ (top-losses.png, per-class.png, reliability.png, report.json)",
           file=out)
 

@@ -14,6 +14,10 @@ __all__ = ["default_output", "export_checkpoint", "export_metadata"]
 
 PathLike = Union[str, Path]
 
+# What a training run owns in its folder (the one holding run.json): never an export's target.
+RUN_FILES = ("best.safetensors", "last.safetensors", "last.state.pt", "config.toml", "run.json", "metrics.json",
+             "metrics.csv")
+
 
 def export_metadata(metadata: Dict[str, Any], arch: Optional[str] = None) -> Dict[str, Any]:
     """The checkpoint metadata an exported file keeps (arch overridden by ``arch`` when given)."""
@@ -55,6 +59,9 @@ def export_checkpoint(weights: PathLike, fmt: str, precision: str = "fp32", outp
     for written in [output] + [output.with_suffix(suffix) for suffix in REGISTRY[fmt].companions]:
         if written.resolve() == Path(weights).resolve():
             raise ValueError(f"output {written} would overwrite the weights; pass -o")
+        if written.name in RUN_FILES and (written.parent / "run.json").is_file():
+            raise ValueError(f"output {written} is a file of the training run in {written.parent}; "
+                             "pass -o with another name")
     return export_model(model, output, fmt, precision, inputs=inputs, calibration=calibration_set,
                         dynamic_batch=dynamic_batch, metadata=export_metadata(metadata, model_name),
                         min_agreement=min_agreement, max_abs_diff=max_abs_diff, inputs_name=described)

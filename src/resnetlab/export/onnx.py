@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import one_line
-from ..weights.metadata import check_metadata
+from ..weights.metadata import check_class_names, check_metadata
 from .fuse import fold_batchnorm
 
 __all__ = ["METADATA_KEY", "OnnxModel", "export_onnx", "load_onnx", "quantize_onnx_int8", "write_onnx"]
@@ -53,6 +53,7 @@ class OnnxModel(nn.Module):
             raise ValueError(f"{path} has unreadable resnetlab metadata ({one_line(error, 120)})") from None
         self.in_chans = int(signature.shape[1])
         self.num_classes = int(self.session.get_outputs()[0].shape[1])
+        check_class_names(self.metadata, self.num_classes, str(path))
         # A model exported without a dynamic batch takes exactly this many images per run.
         self.fixed_batch = signature.shape[0] if isinstance(signature.shape[0], int) else None
 

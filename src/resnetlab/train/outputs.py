@@ -103,6 +103,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def refuse_if_running(run_dir: Path) -> None:
+    """A one-line ValueError when another live process holds the lock of ``run_dir``; checked before
+    a resume touches anything in the folder."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        holder = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):  # no lock, or an unreadable one: nobody to wait for
+        return
+    if holder and holder != os.getpid() and _alive(holder):
+        raise ValueError(f"run folder {run_dir} is being trained by process {holder}; wait for it to "
+                         "finish or stop it, then --resume")
+
+
 def lock_run(run_dir: Path) -> None:
     """Mark ``run_dir`` as trained by this process; a one-line ValueError when another live process
     holds it. A lock left by a process that died is taken over."""
@@ -111,13 +124,7 @@ def lock_run(run_dir: Path) -> None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and holder != os.getpid() and _alive(holder):
-                raise ValueError(f"run folder {run_dir} is being trained by process {holder}; wait for it to "
-                                 "finish or stop it, then --resume") from None
+            refuse_if_running(run_dir)
             path.unlink(missing_ok=True)  # a stale lock (or this process's own)
             continue
         with os.fdopen(fd, "w") as file:

@@ -47,7 +47,16 @@ from .distributed import (
 from .engine import cuda_graphed, progressive_size, resize_batch, train_steps
 from .finetune import BackboneFreezer, start_model
 from .optim import build_optimizer, build_scheduler
-from .outputs import lock_run, new_run_dir, open_tensorboard, run_id, unlock_run, write_final_outputs, write_metrics
+from .outputs import (
+    lock_run,
+    new_run_dir,
+    open_tensorboard,
+    refuse_if_running,
+    run_id,
+    unlock_run,
+    write_final_outputs,
+    write_metrics,
+)
 
 
 class Trainer:
@@ -132,6 +141,8 @@ class Trainer:
         self.resumed = resume is not None
         if resume is not None:
             self.run_dir = resume
+            if ranks.main:  # before a temporary file or the config of a run still training is touched
+                refuse_if_running(resume)
             restore_training_state(self, state, state_path)
             if ranks.main:  # a process killed while writing leaves its temporary file behind
                 for orphan in resume.glob(".*.tmp"):
