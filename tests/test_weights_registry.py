@@ -150,8 +150,9 @@ def test_cli_lists_weights_as_a_table_and_json(capsys):
     assert "80.86% ImageNet-1K validation (published)" in lines[1] and "11ad3fa6" in lines[1]
     code, out, _ = run_cli(capsys, "weights", "resnet2*", "--json")
     data = json.loads(out)
-    assert code == 0 and [d["name"] for d in data] == ["resnet20.akamaster_cifar10", "resnet20.resnetlab_cifar10"]
-    assert data[1]["accuracy"]["kind"] == "measured" and data[1]["categories"] == CIFAR10
+    assert code == 0 and [d["name"] for d in data] == ["resnet20.akamaster_cifar10", "resnet20.fashion_mnist",
+                                                        "resnet20.resnetlab_cifar10"]
+    assert data[2]["accuracy"]["kind"] == "measured" and data[2]["categories"] == CIFAR10
     code, _, err = run_cli(capsys, "weights", "resnet9")
     assert code == 2 and err.count("\n") == 1 and "no weights match 'resnet9'" in err
 
