@@ -18,8 +18,11 @@ setup: $(BIN)/resnetlab
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+# OpenVINO's tests run in a pytest process of their own: a later torch.compile in a process that has
+# run OpenVINO's conversion and NNCF crashed with a segmentation fault.
 test: lint
-	$(BIN)/python -m pytest -q -n auto --durations=10
+	$(BIN)/python -m pytest -q -n auto --durations=10 --ignore=tests/test_openvino.py
+	$(BIN)/python -m pytest -q -n auto tests/test_openvino.py
 
 train: setup
 	bash scripts/quickstart.sh $(ARGS)
