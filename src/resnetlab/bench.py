@@ -24,7 +24,7 @@ from .export import OnnxModel, calibration_images, fold_batchnorm, openvino_mode
 from .export.openvino import cpu_runs_bf16
 from .machine import Timing, compare, describe_machine, interleaved, measure_peaks
 from .models import build_model
-from .optimize import OpenVinoModel, optimize_for_inference
+from .optimize import optimize_for_inference
 from .weights import load_model
 
 PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "openvino-fp32",
@@ -167,7 +167,7 @@ def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[st
         "onednn-graph": onednn_graph,
         "bf16": lambda: optimize_for_inference(model, "bf16", compile=True, example=example),
         "onnx-fp32": lambda: onnx("fp32"),
-        "openvino-fp32": lambda: OpenVinoModel(model, example),
+        "openvino-fp32": lambda: openvino_model(model, "fp32", example),
         "openvino-bf16": lambda: openvino_model(model, "bf16", example),
         "openvino-int8": lambda: openvino_model(model, "int8", example, calibration),
         "int8": lambda: optimize_for_inference(model, "int8", calibration, int8_engine="torch"),
@@ -340,7 +340,7 @@ def bench_checkpoint(model_name: Optional[str] = None, weights: Optional[Union[s
     if calibration or data:  # int8 ranges come from the train split, never from the checked images
         calibration_set = calibration_images(calibration or data, metadata, model.in_chans, data_dir)
     return run_bench(model, arch, batch=batch, size=size, seconds=seconds, check=check, calibration=calibration_set,
-                     paths=paths or default_paths(), weights=str(weights) if weights else "random init (seed 0)",
+                     paths=paths or None, weights=str(weights) if weights else "random init (seed 0)",
                      rounds=rounds, latency_batch=latency_batch, progress=progress)
 
 

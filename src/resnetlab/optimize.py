@@ -21,9 +21,9 @@ from .errors import one_line
 from .export.formats import PRECISIONS, check_choice
 from .export.fuse import check_inputs, fold_batchnorm, quantize_int8
 from .export.onnx import OnnxModel, write_onnx
-from .export.openvino import OpenVinoIR, convert_to_openvino
+from .export.openvino import openvino_model
 
-__all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "OpenVinoModel", "onnx_runtime_model",
+__all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "onnx_runtime_model",
            "optimize_for_inference", "time_batches"]
 
 ENGINES = ("torch", "onnx", "openvino")  # what eval and predict run a model on
@@ -104,21 +104,13 @@ def onnx_runtime_model(model: nn.Module, precision: str, example: Tensor, calibr
         return OnnxModel(path)  # the session holds the model; the file can go
 
 
-class OpenVinoModel(OpenVinoIR):
-    """``model`` converted by OpenVINO (the ``openvino`` extra) and run on the CPU in fp32, compiled
-    once per input shape: static shapes get its fastest kernels. Float32 batches in, float32 logits out."""
-
-    def __init__(self, model: nn.Module, example: Tensor, threads: Optional[int] = None) -> None:
-        super().__init__(convert_to_openvino(model, example), "the model converted by OpenVINO", threads)
-
-
 def _openvino_candidate(model: nn.Module, example: Tensor) -> Dict[str, InferenceModel]:
     """OpenVINO fp32, to be timed against PyTorch's paths: where openvino is installed and the model
     runs on the CPU (else nothing, and nothing is said: OpenVINO is an optional extra)."""
     if importlib.util.find_spec("openvino") is None or next(model.parameters()).device.type != "cpu":
         return {}
     try:
-        openvino = OpenVinoModel(model, example)
+        openvino = openvino_model(model, "fp32", example)
         openvino(example)  # compiled for the example's shape before it is timed
     except Exception as error:  # a conversion or compilation failure: PyTorch's paths remain
         warnings.warn(f"OpenVINO fp32 could not be built ({type(error).__name__}: {one_line(error)[:200]}); "
