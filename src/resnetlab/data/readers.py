@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import one_line
+from ..limits import ceiling, raise_hint
 from .catalog import KNOWN_IDX
 
 __all__ = ["read_idx", "read_idx_pair", "read_cifar_batch", "read_cifar_meta", "RestrictedUnpickler"]
@@ -21,13 +22,11 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 
 
-# The largest idx file read, decompressed: 4x MNIST's training images. A gzip file that inflates past it
-# (a decompression bomb) is refused before the memory is taken.
-MAX_IDX_BYTES = 200 * 2**20
-
-
-def _read_maybe_gzip(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
-    """The file's bytes, decompressed when it is gzip (by content, whatever its name), at most ``limit``."""
+def _read_maybe_gzip(path: Path) -> bytes:
+    """The file's bytes, decompressed when it is gzip (by content, whatever its name), at most the ceiling
+    ``idx_mib`` (4x MNIST's training images by default): a gzip file that inflates past it (a decompression
+    bomb) is refused before the memory is taken."""
+    limit = ceiling("idx_mib") * 2**20
     raw = path.read_bytes()
     if raw[:2] != b"\x1f\x8b":
         return raw
@@ -39,7 +38,7 @@ def _read_maybe_gzip(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
             size += len(parts[-1])
             if size > limit:
                 raise ValueError(f"{path}: decompresses to more than {limit // 2**20} MiB, more than any idx "
-                                 "file this reader takes") from None
+                                 f"file this reader takes{raise_hint('idx_mib')}") from None
             if not inflater.eof:
                 raise EOFError("compressed file ended before the end-of-stream marker was reached")
             raw = inflater.unused_data

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
 import torch
 from torch import Tensor, nn
 
+from ..limits import ceiling, over_ceiling
 from .blocks import SHORTCUTS, BasicBlock, Bottleneck, NormLayer, conv3x3, make_shortcut, zero_last_norm_
 from .recompute import checkpoint_stage
 
@@ -289,13 +290,12 @@ class ResNet(nn.Module):
         return [b for name in self.stage_names for b in getattr(self, name)]
 
 
-# Ceilings that keep a typo from allocating the machine's memory; far above any published ResNet.
-MAX_BLOCKS, MAX_WIDTH, MAX_CLASSES, MAX_CHANNELS, MAX_GROUPS = 1000, 16384, 1_000_000, 1024, 1024
-
-
-def _whole(name: str, value: object, low: int, high: int) -> None:
+def _whole(name: str, value: object, low: int, limit: str) -> None:
+    """A ValueError unless ``value`` is a whole number from ``low`` to the ceiling ``limit`` (see limits)."""
+    high = ceiling(limit)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high:,}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number from {low} to {high:,}, got {value!r}"
+                         f"{over_ceiling(limit, value)}")
 
 
 def _check_options(block: Block, layers: Sequence[int], widths: Sequence[int], num_classes: int,
@@ -311,15 +311,15 @@ def _check_options(block: Block, layers: Sequence[int], widths: Sequence[int], n
     if any(isinstance(n, int) and not isinstance(n, bool) and n < 1 for n in layers):
         raise ValueError(f"every stage needs at least one block, got layers={list(layers)}")
     for n in layers:
-        _whole("each entry of layers", n, 1, MAX_BLOCKS)
+        _whole("each entry of layers", n, 1, "blocks")
     for width in widths:
-        _whole("each entry of widths", width, 1, MAX_WIDTH)
+        _whole("each entry of widths", width, 1, "width")
     if isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-    _whole("num_classes", num_classes, 0, MAX_CLASSES)
+    _whole("num_classes", num_classes, 0, "classes")
     if isinstance(in_chans, int) and not isinstance(in_chans, bool) and in_chans < 1:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-    _whole("in_chans", in_chans, 1, MAX_CHANNELS)
+    _whole("in_chans", in_chans, 1, "channels")
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; accepted: {', '.join(map(repr, STEMS))}")
     if shortcut not in SHORTCUTS:
@@ -327,8 +327,8 @@ def _check_options(block: Block, layers: Sequence[int], widths: Sequence[int], n
     if all(isinstance(v, int) and not isinstance(v, bool) for v in (groups, width_per_group)) and \
             (groups < 1 or width_per_group < 1):
         raise ValueError(f"groups and width_per_group must be >= 1, got {groups}, {width_per_group}")
-    _whole("groups", groups, 1, MAX_GROUPS)
-    _whole("width_per_group", width_per_group, 1, MAX_WIDTH)
+    _whole("groups", groups, 1, "groups")
+    _whole("width_per_group", width_per_group, 1, "width")
 
 
 Builder = Callable[..., ResNet]

@@ -17,11 +17,12 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from ..limits import ceiling, over_ceiling
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
-# Ceilings that keep a typo from asking for tens of GB; raise them here for a real need.
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_PAD = 8, 4096, 64
+MIN_IMAGE_SIZE = 8  # the ceilings are in limits.py
 
 
 @dataclass
@@ -241,8 +242,11 @@ def resolve_config(recipe: str = "default", config_file: Optional[str | Path] = 
 
 def validate(config: TrainConfig) -> None:
     """Reject impossible values with one line naming the value and what is accepted."""
+    largest_batch, largest_image, largest_pad = ceiling("batch_size"), ceiling("image_size"), ceiling("pad")
     checks = [
-        (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
+        (1 <= config.batch_size <= largest_batch,
+         f"batch_size must be from 1 to {largest_batch:,}, got {config.batch_size}"
+         f"{over_ceiling('batch_size', config.batch_size)}"),
         (config.epochs >= 1 or config.iterations >= 1,
          f"epochs must be >= 1 (or iterations > 0), got {config.epochs}"),
         (config.iterations >= 0, f"iterations must be >= 0, got {config.iterations}"),
@@ -271,15 +275,16 @@ def validate(config: TrainConfig) -> None:
         (config.checkpoint_every >= 0,
          f"checkpoint_every must be >= 0 (0: once per epoch), got {config.checkpoint_every}"),
         (config.stop_after_steps >= 0, f"stop_after_steps must be >= 0 (0: never), got {config.stop_after_steps}"),
-        (config.image_size == 0 or MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE,
-         f"image_size must be 0 (automatic) or from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, "
-         f"got {config.image_size}"),
+        (config.image_size == 0 or MIN_IMAGE_SIZE <= config.image_size <= largest_image,
+         f"image_size must be 0 (automatic) or from {MIN_IMAGE_SIZE} to {largest_image:,} pixels, "
+         f"got {config.image_size}{over_ceiling('image_size', config.image_size)}"),
         (config.freeze_epochs >= 0, f"freeze_epochs must be >= 0, got {config.freeze_epochs}"),
         (config.freeze_epochs == 0 or config.weights,
          "freeze_epochs keeps pretrained weights fixed and needs weights to start from (--weights NAME or FILE)"),
         (math.isfinite(config.backbone_lr_mult) and 0 < config.backbone_lr_mult <= 1000,
          f"backbone_lr_mult must be a number in (0, 1000], got {config.backbone_lr_mult}"),
-        (0 <= config.pad <= MAX_PAD, f"pad must be from 0 to {MAX_PAD} pixels, got {config.pad}"),
+        (0 <= config.pad <= largest_pad,
+         f"pad must be from 0 to {largest_pad} pixels, got {config.pad}{over_ceiling('pad', config.pad)}"),
         (config.workers >= 0 and config.threads >= 0,
          f"workers and threads must be >= 0, got {config.workers} and {config.threads}"),
         (not {"num_classes", "in_chans"} & set(config.model_options),

@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping
 
-__all__ = ["MAX_INPUT_SIDE", "check_class_names", "check_metadata"]
+from ..limits import ceiling
 
-MAX_CHANNELS = 1024
-MAX_CLASSES = 1_000_000
-MIN_INPUT_SIDE, MAX_INPUT_SIDE = 8, 4096
+__all__ = ["MIN_INPUT_SIDE", "check_class_names", "check_metadata"]
+
+MIN_INPUT_SIDE = 8
 
 
 def _show(value: Any) -> str:
@@ -27,11 +27,12 @@ class _Checker:
         raise ValueError(f"{self.source}: metadata {key} is {_show(value)}; accepted: {accepted}")
 
     def numbers(self, key: str, value: Any, positive: bool = False) -> None:
-        ok = (isinstance(value, list) and 1 <= len(value) <= MAX_CHANNELS
+        most = ceiling("channels")
+        ok = (isinstance(value, list) and 1 <= len(value) <= most
               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                       and (v > 0 or not positive) for v in value))
         if not ok:
-            self.fail(key, value, f"a list of 1 to {MAX_CHANNELS} finite numbers" + (" above 0" if positive else ""))
+            self.fail(key, value, f"a list of 1 to {most} finite numbers" + (" above 0" if positive else ""))
 
 
 def check_metadata(metadata: Mapping[str, Any], source: str) -> Dict[str, Any]:
@@ -43,10 +44,10 @@ def check_metadata(metadata: Mapping[str, Any], source: str) -> Dict[str, Any]:
     options = metadata.get("options")
     if options is not None and not (isinstance(options, dict) and all(isinstance(k, str) for k in options)):
         check.fail("options", options, "a table of builder options")
-    names = metadata.get("class_names")
-    if names is not None and not (isinstance(names, list) and 1 <= len(names) <= MAX_CLASSES
+    names, most_classes = metadata.get("class_names"), ceiling("classes")
+    if names is not None and not (isinstance(names, list) and 1 <= len(names) <= most_classes
                                   and all(isinstance(n, str) for n in names)):
-        check.fail("class_names", names, f"a list of 1 to {MAX_CLASSES:,} names")
+        check.fail("class_names", names, f"a list of 1 to {most_classes:,} names")
     pre = metadata.get("preprocessing")
     if pre is None:
         return dict(metadata)
@@ -57,10 +58,10 @@ def check_metadata(metadata: Mapping[str, Any], source: str) -> Dict[str, Any]:
             check.numbers(f"preprocessing.{key}", pre[key], positive=key == "std")
     if "mean" in pre and "std" in pre and len(pre["mean"]) != len(pre["std"]):
         check.fail("preprocessing.std", pre["std"], f"{len(pre['mean'])} values, one per mean")
-    size = pre.get("input_size")
+    size, largest = pre.get("input_size"), ceiling("image_size")
     if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in size)):
-        check.fail("preprocessing.input_size", size, f"[height, width], each {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}")
+            isinstance(v, int) and not isinstance(v, bool) and MIN_INPUT_SIDE <= v <= largest for v in size)):
+        check.fail("preprocessing.input_size", size, f"[height, width], each {MIN_INPUT_SIDE} to {largest}")
     if "dataset" in pre and not isinstance(pre["dataset"], str):
         check.fail("preprocessing.dataset", pre["dataset"], "a dataset name or folder")
     crop = pre.get("crop_fraction")
