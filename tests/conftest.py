@@ -11,6 +11,18 @@ from helpers import Server
 from resnetlab.data import locate
 from resnetlab.train import resolve_config, train
 
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-examples", type=int, default=None,
+                     help="examples per property of tests/test_fuzz.py (default 60, or $RESNETLAB_FUZZ_EXAMPLES)")
+
+
+def pytest_configure(config):
+    examples = config.getoption("--fuzz-examples")
+    if examples is not None:  # read by test_fuzz.py when it is imported, after this (and by xdist's workers)
+        os.environ["RESNETLAB_FUZZ_EXAMPLES"] = str(examples)
+
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n auto starts one worker per core: one thread each, or the workers oversubscribe the cores.
     torch.set_num_threads(1)

@@ -4,8 +4,9 @@ memory stays bounded: on Linux every property runs under RLIMIT_DATA (the privat
 the process holds now, plus MEMORY_BOUND_MIB), so an input that makes a reader allocate more fails
 there, named by Hypothesis; everywhere, the module's peak memory is checked at its end.
 
-The number of examples per property is RESNETLAB_FUZZ_EXAMPLES (default 60, fast enough for CI;
-raise it for longer runs, e.g. RESNETLAB_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py).
+The number of examples per property is 60 by default, fast enough for CI; raise it for longer runs
+with pytest's option (``pytest tests/test_fuzz.py --fuzz-examples 2000``, defined in conftest.py) or
+the environment (RESNETLAB_FUZZ_EXAMPLES=2000).
 """
 
 from __future__ import annotations
@@ -274,3 +275,95 @@ def test_a_whole_png_still_decodes(tmp_path):
     path.write_bytes(PNG)
     assert decode_image_file(str(path), 16).shape == (3, 16, 16)
     assert Path(path).stat().st_size == len(PNG)
+
+
+def mutated(blob: bytes, cut: int, flips: list) -> bytes:
+    """``blob`` with bytes overwritten at (fraction of its length, value) pairs, then cut to ``cut`` bytes
+    from its end."""
+    data = bytearray(blob)
+    for where, value in flips:
+        data[int(where * (len(data) - 1))] = value
+    return bytes(data[:len(data) - cut] if cut else data)
+
+
+byte_flips = st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6)
+
+
+def _checkpoint_files() -> dict:
+    from safetensors.torch import save as save_safetensors
+
+    model = build_model("resnet8", num_classes=3)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    pth = io.BytesIO()
+    torch.save(state, pth)
+    training = io.BytesIO()
+    torch.save(dict(model=state, epoch=1, step=3, history=[dict(epoch=1, test_top1=50.0)], run_id="a" * 32), training)
+    return {"w.safetensors": save_safetensors(state, metadata={"format": "resnetlab", "arch": "resnet8",
+                                                                "options": json.dumps({"num_classes": 3})}),
+            "w.pth": pth.getvalue(), "last.state.pt": training.getvalue()}
+
+
+CHECKPOINTS = _checkpoint_files()
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(CHECKPOINTS)), cut=st.integers(0, 64), flips=byte_flips,
+       head=st.one_of(st.none(), st.integers(0, 2**64 - 1)))
+def test_damaged_checkpoint_files_load_or_fail_in_one_line(tmp_path_factory, name, cut, flips, head):
+    from resnetlab.train.checkpoint import load_state
+
+    blob = mutated(CHECKPOINTS[name], cut, flips)
+    if head is not None and name.endswith(".safetensors"):  # the header's length field, which sizes what is read
+        blob = struct.pack("<Q", head) + blob[8:]
+    path = tmp_path_factory.mktemp("damaged") / name
+    path.write_bytes(blob)
+    if name == "last.state.pt":
+        expect_result_or_one_line(lambda: load_state(path))
+    else:
+        expect_result_or_one_line(lambda: load_model(path, arch="resnet8", num_classes=3),
+                                  accepted=(ValueError, FileNotFoundError))
+
+
+@FUZZ
+@given(content=pickled, protocol=st.integers(0, pickle.HIGHEST_PROTOCOL), raw=st.binary(max_size=40),
+       use_raw=st.booleans(), names=st.lists(st.one_of(st.text(max_size=6), st.binary(max_size=6)), max_size=12))
+def test_cifar_meta_files_read_or_fail_in_one_line(tmp_path_factory, content, protocol, raw, use_raw, names):
+    path = tmp_path_factory.mktemp("meta") / "batches.meta"
+    meta = content if not isinstance(content, dict) or len(content) % 2 else {b"label_names": names, **content}
+    path.write_bytes(raw if use_raw else pickle.dumps(meta, protocol=protocol))
+    found = expect_result_or_one_line(lambda: readers.read_cifar_meta(path, b"label_names"))
+    if found is not None:
+        assert len(found) >= 2 and all(isinstance(n, str) for n in found)
+
+
+def _onnx_bytes(metadata: Optional[str], input_shape=("batch", 3, 8, 8)) -> bytes:
+    """A small ONNX classifier (mean of each channel: 3 classes) with ``metadata`` as resnetlab's entry."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["y"])],
+        "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "resnetlab", metadata
+    return model.SerializeToString()
+
+
+@FUZZ
+@given(entries=metadata_entries, garbage=st.sampled_from(["", "not json", "{", "[1, 2", "NaN", "[]", "7", "null"]),
+       break_json=st.booleans(), cut=st.integers(0, 30), flips=byte_flips,
+       shape=st.sampled_from([("batch", 3, 8, 8), ("batch", "C", 8, 8), ("batch",), (1, 3, 8, 8)]))
+def test_onnx_files_and_their_metadata_load_or_fail_in_one_line(tmp_path_factory, entries, garbage, break_json,
+                                                                cut, flips, shape):
+    pytest.importorskip("onnxruntime")
+    from resnetlab.export.onnx import OnnxModel
+
+    blob = _onnx_bytes(garbage if break_json else json.dumps(entries), shape)
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    path.write_bytes(mutated(blob, cut, flips))
+    model = expect_result_or_one_line(lambda: OnnxModel(path))
+    if model is not None:
+        assert model.num_classes == 3 and model.in_chans == 3

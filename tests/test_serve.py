@@ -320,3 +320,23 @@ def test_explanations_beyond_the_limit_answer_503(weights):
         thread.join(30)
         assert replies[0].status_code == 200
         assert client.post("/explain", **body).status_code == 200
+
+
+def test_nan_weights_are_refused_at_start_and_nan_scores_are_a_json_error(weights, tmp_path):
+    broken = create_model("resnet8", num_classes=len(CLASSES), in_chans=3)
+    with torch.no_grad():
+        broken.layer1[0].bn1.running_var[0] = float("nan")  # finite parameters, NaN statistics
+    path = tmp_path / "nan.safetensors"
+    save_weights(broken, path, "resnet8", options=dict(num_classes=len(CLASSES), in_chans=3), class_names=CLASSES)
+    with pytest.raises(ValueError, match=r"^weights .*nan\.safetensors hold NaN or infinite values: nothing to serve$"):
+        Service(path)
+    service = Service(weights, max_wait_ms=0)
+    service.batcher.run = lambda batch: torch.full((len(batch), len(CLASSES)), float("nan"))  # a fault mid-serving
+    with torch.no_grad():
+        service.explainer.model.fc.bias.fill_(float("inf"))
+    body = dict(content=png_bytes(0), headers={"content-type": "image/png"})
+    with TestClient(create_app(service)) as client:
+        for route in ("/predict", "/explain"):
+            reply = client.post(route, **body)
+            assert reply.status_code == 500 and "NaN or infinite; no prediction" in reply.json()["error"], route
+        assert client.get("/health").status_code == 200

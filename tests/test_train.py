@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -607,9 +608,20 @@ def test_resume_checks_the_state_belongs_to_the_run_and_respects_a_live_lock(tmp
     with pytest.raises(ValueError, match=r"last\.state\.pt: its weights do not fit this resnet8: "):
         resume(run_a)
     fresh = Path(train(tiny_config(tmp_path, name="c", stop_after_steps=3))["run_dir"])
+    # a live process whose id the lock names, but which does not hold it (an id reused after a crash): stale
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (fresh / ".lock").write_text(f"{sleeper.pid}\n")
+        assert resume(fresh, dict(stop_after_steps=4))["steps"] == 4 and not (fresh / ".lock").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    holding = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+               "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d\\n' % os.getpid()); print('held', flush=True); "
+               "time.sleep(60)")
+    sleeper = subprocess.Popen([sys.executable, "-c", holding, str(fresh / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sleeper.stdout.readline() == "held\n"
         writing = fresh / ".last.safetensors.abc.tmp"  # the live run's checkpoint being written
         writing.write_bytes(b"half")
         config = (fresh / "config.toml").read_bytes()
@@ -621,6 +633,68 @@ def test_resume_checks_the_state_belongs_to_the_run_and_respects_a_live_lock(tmp
         sleeper.kill()
         sleeper.wait()
     assert resume(fresh)["finished"] and not (fresh / ".lock").exists()  # a dead process's lock is taken over
+
+
+# A child process that trains with the CLI and SIGKILLs itself at one instant of a checkpoint write:
+# just before or just after the rename that makes its WRITE-th version of FILE visible. With FILE "",
+# it runs to the end and records how many times each file was renamed into place.
+KILLING_TRAINER = """
+import json, os, signal, sys
+from resnetlab.cli import main
+target, moment, write, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+real_replace, counts = os.replace, {}
+def replace(source, destination):
+    name = os.path.basename(destination)
+    counts[name] = counts.get(name, 0) + 1
+    killing = name == target and counts[name] == write
+    if killing and moment == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, destination)
+    if killing and moment == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+status = main(sys.argv[5:])
+with open(record, "w") as file:
+    json.dump(counts, file)
+sys.exit(status)
+"""
+CRASH_RUN = ["train", "--data", "synthetic", "--model", "resnet8", "--epochs", "3", "--batch-size", "32",
+             "--train-subset", "256", "--test-subset", "128", "--precision", "fp32", "--no-channels-last",
+             "--optimizer", "adamw", "--lr", "0.003", "--augment", "none", "--no-flip-tta", "--deterministic",
+             "--quiet"]
+
+
+def run_killing_trainer(out: Path, name: str, target: str = "", moment: str = "", write: int = 0):
+    record = out / f"{name}.counts.json"
+    command = [sys.executable, "-c", KILLING_TRAINER, target, moment, str(write), str(record), *CRASH_RUN,
+               "--out", str(out), "--name", name]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return done, json.loads(record.read_text()) if record.exists() else None
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("crash-matrix")
+    done, counts = run_killing_trainer(out, "full")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out, json.loads((out / "full" / "metrics.json").read_text())["summary"], counts
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+@pytest.mark.parametrize("target", ["best.safetensors", "last.safetensors", "last.state.pt"])
+def test_a_sigkill_at_each_instant_of_the_final_checkpoint_writes_loses_nothing(uninterrupted, target, moment):
+    out, full, counts = uninterrupted
+    name = f"killed-{target}-{moment}"
+    done, _ = run_killing_trainer(out, name, target, moment, counts[target])  # its last write: the one that matters
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    resumed = resume(out / name)
+    assert resumed["finished"] and resumed["best_test_top1"] == full["best_test_top1"]
+    assert resumed["test_top1"] == full["test_top1"]
+    for kept in ("best.safetensors", "last.safetensors"):
+        a, _ = read_checkpoint(out / "full" / kept)
+        b, _ = read_checkpoint(out / name / kept)
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), kept
+    assert not list((out / name).glob(".*.tmp"))
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
@@ -649,6 +723,36 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
     monkeypatch.setattr(torch, "save", real_save)
     resumed = resume(out / "full")
     assert resumed["finished"] and resumed["epochs"] == 3
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2.2 MB tmpfs: room for one epoch's checkpoints of CRASH_RUN (1.6 MB), not for a second beside them.
+    Mounting needs root (CAP_SYS_ADMIN); elsewhere the test is skipped and the injected full disks above stand."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2200k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_real_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(small_disk, capsys):
+    from helpers import run_cli
+
+    code, _, err = run_cli(capsys, *CRASH_RUN, "--out", small_disk, "--name", "full")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("resnetlab: error: [Errno 28] No space left on device: ") and "full/last" in err, err
+    run = small_disk / "full"
+    assert not list(run.glob(".*.tmp"))  # nothing half-written
+    kept = torch.load(run / "last.state.pt", weights_only=True)
+    assert kept["epoch"] == 1 and (run / "best.safetensors").is_file()  # the last good checkpoint, intact
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = resume(run)
+    assert resumed["finished"] and resumed["epochs"] == 3 and (run / "best.safetensors").is_file()
 
 
 def test_a_full_disk_while_writing_weights_is_one_line_and_resumable(tmp_path, monkeypatch, capsys):

@@ -51,8 +51,11 @@ class OnnxModel(nn.Module):
             self.metadata: Dict[str, Any] = check_metadata(json.loads(stored), str(path)) if stored else {}
         except (json.JSONDecodeError, AttributeError, TypeError) as error:
             raise ValueError(f"{path} has unreadable resnetlab metadata ({one_line(error, 120)})") from None
-        self.in_chans = int(signature.shape[1])
-        self.num_classes = int(self.session.get_outputs()[0].shape[1])
+        inputs, outputs = signature.shape, self.session.get_outputs()[0].shape
+        if len(inputs) != 4 or not isinstance(inputs[1], int) or len(outputs) != 2 or not isinstance(outputs[1], int):
+            raise ValueError(f"{path} takes {inputs} and gives {outputs}; accepted: an image classifier taking "
+                             "[batch, channels, height, width] and giving [batch, classes], channels and classes fixed")
+        self.in_chans, self.num_classes = inputs[1], outputs[1]
         check_class_names(self.metadata, self.num_classes, str(path))
         # A model exported without a dynamic batch takes exactly this many images per run.
         self.fixed_batch = signature.shape[0] if isinstance(signature.shape[0], int) else None

@@ -16,6 +16,7 @@ from ..analysis.interpret import CAM_METHODS, Explainer, class_activation_maps, 
 from ..errors import one_line
 from ..evaluation import predict_logits
 from ..inference import Predictor
+from ..weights import all_finite
 from .batching import DynamicBatcher, QueueFull
 from .page import PAGE
 
@@ -79,6 +80,12 @@ def _feature_grid(output: torch.Tensor, channels: int = 8) -> np.ndarray:
     return np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
 
 
+def _refuse_non_finite(probs: torch.Tensor) -> None:
+    """A 500 JSON error, not a result, when the model's scores are NaN or infinite (a fault of the model)."""
+    if not bool(torch.isfinite(probs).all()):
+        raise RequestError(500, "the model's scores for this image are NaN or infinite; no prediction")
+
+
 class Service:
     """The models behind the API: the fast one (batched) for /predict, the fp32 one for /explain."""
 
@@ -87,6 +94,8 @@ class Service:
                  device: str = "cpu") -> None:
         self.predictor = Predictor(weights, precision=precision, device=device)
         self.explainer = Explainer(weights, device=device)
+        if not all_finite(self.explainer.model):
+            raise ValueError(f"weights {weights} hold NaN or infinite values: nothing to serve")
         self.limits = limits or Limits()
         self.batcher = DynamicBatcher(self._run, max_batch, max_wait_ms, max_queue)
         self.explain_lock = threading.Lock()
@@ -137,6 +146,7 @@ class Service:
         k = max(1, min(topk, len(self.predictor.class_names)))
         out = []
         for p in probs:
+            _refuse_non_finite(p)
             top = p.topk(k)
             out.append(dict(predictions=[dict(label=self.predictor.class_names[i], probability=round(float(v), 6))
                                          for v, i in zip(top.values.tolist(), top.indices.tolist())]))
@@ -149,6 +159,7 @@ class Service:
             x = explainer.prepare(io.BytesIO(data))
             with torch.no_grad():
                 probs = torch.softmax(explainer.model(x).float(), dim=1)[0]
+            _refuse_non_finite(probs)
             top = probs.topk(min(5, probs.numel()))
             cam = class_activation_maps(explainer.model, x, top.indices[:1].tolist(), method)[0]
             features = stage_features(explainer.model, x)

@@ -11,6 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 import torch
 
 from ..analysis.plots import plot_confusion, plot_curves
@@ -103,40 +108,85 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# The lock is an flock(2) on .lock, which holds the process id for messages: the kernel releases it when
+# its process dies, however it dies, so a stale lock is never mistaken for a live one (a reused process
+# id, a lock file copied with the folder). Without fcntl (Windows), the process id is checked instead.
+_HELD: Dict[Path, int] = {}  # run folder -> the descriptor of the lock this process holds
+
+
+def _holder(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):  # no lock, or an unreadable one
+        return 0
+
+
+def _held_by_another(path: Path) -> bool:
+    if fcntl is None:
+        holder = _holder(path)
+        return bool(holder) and holder != os.getpid() and _alive(holder)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _refusal(run_dir: Path) -> ValueError:
+    holder = _holder(Path(run_dir) / LOCK_FILE)
+    return ValueError(f"run folder {run_dir} is being trained by process {holder or '(unknown)'}; wait for it "
+                      "to finish or stop it, then --resume")
+
+
 def refuse_if_running(run_dir: Path) -> None:
     """A one-line ValueError when another live process holds the lock of ``run_dir``; checked before
     a resume touches anything in the folder."""
-    path = Path(run_dir) / LOCK_FILE
-    try:
-        holder = int(path.read_text().strip() or 0)
-    except (OSError, ValueError):  # no lock, or an unreadable one: nobody to wait for
-        return
-    if holder and holder != os.getpid() and _alive(holder):
-        raise ValueError(f"run folder {run_dir} is being trained by process {holder}; wait for it to "
-                         "finish or stop it, then --resume")
+    if Path(run_dir).resolve() not in _HELD and _held_by_another(Path(run_dir) / LOCK_FILE):
+        raise _refusal(run_dir)
 
 
 def lock_run(run_dir: Path) -> None:
     """Mark ``run_dir`` as trained by this process; a one-line ValueError when another live process
     holds it. A lock left by a process that died is taken over."""
-    path = Path(run_dir) / LOCK_FILE
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            refuse_if_running(run_dir)
-            path.unlink(missing_ok=True)  # a stale lock (or this process's own)
-            continue
-        with os.fdopen(fd, "w") as file:
-            file.write(f"{os.getpid()}\n")
+    path, key = Path(run_dir) / LOCK_FILE, Path(run_dir).resolve()
+    if key in _HELD:
         return
+    if fcntl is None:
+        refuse_if_running(run_dir)
+        atomic_write_text(path, f"{os.getpid()}\n")
+        _HELD[key] = -1
+        return
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _refusal(run_dir) from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # its holder released and removed it between our open and our lock: take the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = fd
 
 
 def unlock_run(run_dir: Path) -> None:
     """Release the lock of ``run_dir`` if this process holds it."""
-    path = Path(run_dir) / LOCK_FILE
-    try:
-        if int(path.read_text().strip() or 0) == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+    fd = _HELD.pop(Path(run_dir).resolve(), None)
+    if fd is None:
+        return
+    (Path(run_dir) / LOCK_FILE).unlink(missing_ok=True)  # removed while still held: see lock_run's check
+    if fd >= 0:
+        os.close(fd)  # releases the flock

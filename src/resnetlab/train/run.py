@@ -20,7 +20,7 @@ from ..device import resolve_device
 from ..errors import TrainingDiverged
 from ..evaluation import EpochStats, evaluate
 from ..fileio import atomic_write_text
-from ..weights import save_weights
+from ..weights import all_finite, save_weights
 from .checkpoint import (
     STATE_SUFFIX,
     check_state_belongs,
@@ -340,8 +340,9 @@ class Trainer:
 
     def save(self, tag: str, partial_seconds: float, state: bool = True) -> None:
         """Write ``<tag>.safetensors`` (weights to ship) and, with ``state``, ``<tag>.state.pt`` (rank 0 only)."""
-        # A step can leave NaN weights behind a finite loss; they never overwrite a good checkpoint.
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+        # A step can leave NaN weights behind a finite loss (or NaN running statistics, or an EMA that
+        # averaged them in); they never overwrite a good checkpoint.
+        if not all(all_finite(module) for module in {self.model, self._eval_model()}):
             raise TrainingDiverged(f"training stopped at step {self.step}: the weights became NaN or infinite; "
                                    f"{self._last_good()}")
         if state and self.config.prune_easy:  # the state holds the losses every rank recorded

@@ -298,6 +298,11 @@ def _tensors_for_saving(model: nn.Module) -> Dict[str, Tensor]:
     return tensors
 
 
+def all_finite(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer (BatchNorm's running statistics) is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
+
+
 def save_weights(model: nn.Module, path: PathLike, arch: str,
                  options: Optional[Mapping[str, Any]] = None,
                  class_names: Optional[Sequence[str]] = None,
