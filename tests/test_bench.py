@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -30,6 +31,17 @@ def test_bench_measures_every_path_against_torchvision(trained):
     report = run_bench(create_model("resnet8", weights=weights), "resnet8", batch=4, size=32, seconds=0.05,
                        paths=["eager", "int8"])
     assert report.reference.startswith("resnetlab eager") and report.results[0].name == "eager"
+
+
+def test_bench_times_the_automatic_choice_beside_its_peers(trained):
+    weights, _ = trained
+    report = run_bench(create_model("resnet8", weights=weights), "resnet8", batch=4, size=32, seconds=0.05,
+                       paths=["eager", "int8", "onnx-int8", "auto-int8"])
+    auto = report.results[-1]
+    assert auto.name == "auto-int8" and not auto.error and auto.precision == "int8"
+    assert re.match(r"optimize_for_inference int8, automatic choice: (torch FX|ONNX Runtime|OpenVINO) int8 "
+                    r"\(measured per batch of 4: ", auto.description), auto.description  # what it measured and kept
+    assert [speed.batch for speed in auto.speeds] == [1, 4] and auto.top1_agreement > 0.9
 
 
 def test_bench_cli_json_with_real_labels(trained, capsys, tmp_path):
@@ -65,3 +77,14 @@ def test_bench_cli_exits_1_when_a_path_fails_and_still_reports(trained, capsys, 
 def test_bench_checkpoint_needs_a_model_or_weights():
     with pytest.raises(ValueError, match="pass --model NAME or --weights FILE"):
         bench_checkpoint()
+
+
+def test_the_paths_help_names_every_path(capsys):
+    from resnetlab.bench import PATHS
+    from resnetlab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(re.sub(r"-\s+", "-", capsys.readouterr().out).split())  # joined where help wraps at a hyphen
+    listed = text.split("a subset of: ")[1].split(" (")[0].split()
+    assert listed == list(PATHS)

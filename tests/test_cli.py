@@ -111,7 +111,7 @@ def bad_inputs(tmp_path):
         (["train", "--recipe", "imagenet"], "no folder imagenet in"),
         (["train", "--recipe", "slow"], "unknown recipe 'slow'"),
         (["train", "--config", str(toml), "--data", "synthetic"], "learning_rate"),
-        (["train", "--batch-size", "0", "--data", "synthetic"], "batch_size must be >= 1"),
+        (["train", "--batch-size", "0", "--data", "synthetic"], "batch_size must be from 1 to 65,536, got 0"),
         (["train", "--lr", "-0.1", "--data", "synthetic"], "lr must be a positive number"),
         (["train", "--erase", "1.5", "--data", "synthetic"], "erase (a probability) must be in"),
         (["train", "--data", "nosuchdataset"], "unknown dataset 'nosuchdataset'"),

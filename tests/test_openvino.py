@@ -188,17 +188,26 @@ def test_default_output_and_the_weights_never_overwritten(tmp_path):
         export_checkpoint(weights, "openvino", output=tmp_path / "m.xml", model_name="resnet8")
 
 
-def test_optimize_for_inference_times_openvino_fp32(monkeypatch):
+def test_optimize_for_inference_times_openvino_in_every_precision(monkeypatch):
     import resnetlab.optimize as optimize
 
     model = randomize_norms(create_model("resnet8")).eval()
-    x = torch.randn(8, 3, 32, 32)
-    candidate = optimize._openvino_candidate(model, x)
+    x, calibration = torch.randn(8, 3, 32, 32), torch.randn(64, 3, 32, 32)
+    candidate = optimize._openvino_candidate(model, "fp32", x)
     assert list(candidate) == ["fp32 OpenVINO"]
     check = compare(model, candidate["fp32 OpenVINO"], x)
     assert check.max_abs_diff <= 1e-4 * max(1.0, check.logit_scale)
+    int8 = optimize._openvino_candidate(model, "int8", x, calibration)["OpenVINO int8"]
+    assert int8.precision == "int8" and compare(model, int8, x).top1_agreement >= 0.5
+    bf16 = optimize._openvino_candidate(model, "bf16", x)
+    assert list(bf16) == (["bf16 OpenVINO"] if ov_export.cpu_runs_bf16() else [])  # silently absent elsewhere
+    if bf16:
+        kept = optimize.optimize_for_inference(model, "bf16", example=x)
+        assert "bf16 OpenVINO " in kept.choice and compare(model, kept, x).top1_agreement >= 0.75
+    monkeypatch.setattr(optimize, "cpu_runs_bf16", lambda: False)
+    assert optimize._openvino_candidate(model, "bf16", x) == {}
     monkeypatch.setattr(optimize.importlib.util, "find_spec", lambda name: None)
-    assert optimize._openvino_candidate(model, x) == {}  # without openvino: PyTorch's candidates only
+    assert optimize._openvino_candidate(model, "fp32", x) == {}  # without openvino: the other engines only
 
 
 def test_bench_times_the_openvino_paths_this_machine_runs(trained, monkeypatch):

@@ -28,7 +28,7 @@ from .optimize import optimize_for_inference
 from .weights import load_model
 
 PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "openvino-fp32",
-         "openvino-bf16", "int8", "onnx-int8", "openvino-int8")
+         "openvino-bf16", "int8", "onnx-int8", "openvino-int8", "auto-fp32", "auto-bf16", "auto-int8")
 DESCRIPTIONS = {
     "torchvision": "torchvision eager fp32, same weights (reference)",
     "eager": "resnetlab eager fp32",
@@ -42,9 +42,12 @@ DESCRIPTIONS = {
     "int8": "int8 static quantization, torch FX (x86)",
     "onnx-int8": "int8 static quantization, ONNX Runtime (QDQ)",
     "openvino-int8": "int8 post-training quantization, NNCF, run by OpenVINO",
+    "auto-fp32": "optimize_for_inference fp32, automatic choice",
+    "auto-bf16": "optimize_for_inference bf16, automatic choice",
+    "auto-int8": "optimize_for_inference int8, automatic choice",
 }
-PRECISIONS = {"bf16": "bf16", "openvino-bf16": "bf16", "int8": "int8", "onnx-int8": "int8",
-              "openvino-int8": "int8"}  # any other path: fp32
+PRECISIONS = {"bf16": "bf16", "openvino-bf16": "bf16", "auto-bf16": "bf16", "int8": "int8", "onnx-int8": "int8",
+              "openvino-int8": "int8", "auto-int8": "int8"}  # any other path: fp32
 
 
 def default_paths() -> List[str]:
@@ -136,8 +139,9 @@ def torchvision_twin(model: nn.Module, arch: str) -> Optional[nn.Module]:
 
 
 def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[str], calibration: Tensor,
-                 example: Tensor, folder: Path) -> Dict[str, Callable[[], Callable[[Tensor], Tensor]]]:
-    """A builder per path; each returns the function from a float batch to float logits."""
+                 example: Tensor, folder: Path, timed: Tensor) -> Dict[str, Callable[[], Callable[[Tensor], Tensor]]]:
+    """A builder per path; each returns the function from a float batch to float logits. The automatic
+    choices are made on ``timed``, the throughput batch."""
 
     def onnx(precision: str) -> Callable[[Tensor], Tensor]:
         path = folder / f"{precision}.onnx"
@@ -172,6 +176,9 @@ def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[st
         "openvino-int8": lambda: openvino_model(model, "int8", example, calibration),
         "int8": lambda: optimize_for_inference(model, "int8", calibration, int8_engine="torch"),
         "onnx-int8": lambda: onnx("int8"),
+        "auto-fp32": lambda: optimize_for_inference(model, "fp32", example=timed),
+        "auto-bf16": lambda: optimize_for_inference(model, "bf16", example=timed),
+        "auto-int8": lambda: optimize_for_inference(model, "int8", calibration, example=timed),
     }
     if twin is not None:
         builders["torchvision"] = lambda: twin
@@ -244,13 +251,15 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
     with tempfile.TemporaryDirectory() as folder, _recompile_limit(64), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         builders = _build_paths(model, twin, [reference_name] + [p for p in paths if p != reference_name],
-                                calibration, images[:2], Path(folder))
+                                calibration, images[:2], Path(folder), inputs[batch])
         for name, build in builders.items():
             result = PathResult(name, DESCRIPTIONS[name], precision=PRECISIONS.get(name, "fp32"))
             report.results.append(result)
             try:
                 tick = time.perf_counter()
                 run = build()
+                if getattr(run, "choice", ""):  # optimize_for_inference says what it measured and kept
+                    result.description += f": {run.choice}"
                 with torch.inference_mode():
                     for x in inputs.values():
                         run(x)  # compiles where the path compiles, at every batch size timed

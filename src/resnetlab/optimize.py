@@ -21,13 +21,13 @@ from .errors import one_line
 from .export.formats import PRECISIONS, check_choice
 from .export.fuse import check_inputs, fold_batchnorm, quantize_int8
 from .export.onnx import OnnxModel, write_onnx
-from .export.openvino import openvino_model
+from .export.openvino import cpu_runs_bf16, openvino_model
 
 __all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "onnx_runtime_model",
            "optimize_for_inference", "time_batches"]
 
 ENGINES = ("torch", "onnx", "openvino")  # what eval and predict run a model on
-INT8_ENGINES = ("auto", "torch", "onnx")  # auto: both are built and the faster one is kept
+INT8_ENGINES = ("auto", "torch", "onnx")  # auto: every one installed (OpenVINO too) is built, the fastest kept
 
 
 def _freezing(compiled: bool) -> contextlib.AbstractContextManager:
@@ -44,11 +44,13 @@ def _freezing(compiled: bool) -> contextlib.AbstractContextManager:
 class InferenceModel(nn.Module):
     """A prepared model: takes float32 N x C x H x W batches, returns float32 logits, no gradients."""
 
-    def __init__(self, model: nn.Module, precision: str, compiled: bool, channels_last: Optional[bool] = None) -> None:
+    def __init__(self, model: nn.Module, precision: str, compiled: bool, channels_last: Optional[bool] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         self.model = model
         self.precision = precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        # what the runner takes: PyTorch's bf16 model bf16 inputs; OpenVINO float32 whatever its precision
+        self.dtype = dtype or (torch.bfloat16 if precision == "bf16" else torch.float32)
         # channels_last inputs for PyTorch's fp32 and bf16 convolutions (default); int8 and OpenVINO take NCHW.
         self.channels_last = precision != "int8" if channels_last is None else channels_last
         self.compiled = compiled
@@ -104,19 +106,25 @@ def onnx_runtime_model(model: nn.Module, precision: str, example: Tensor, calibr
         return OnnxModel(path)  # the session holds the model; the file can go
 
 
-def _openvino_candidate(model: nn.Module, example: Tensor) -> Dict[str, InferenceModel]:
-    """OpenVINO fp32, to be timed against PyTorch's paths: where openvino is installed and the model
-    runs on the CPU (else nothing, and nothing is said: OpenVINO is an optional extra)."""
+def _openvino_candidate(model: nn.Module, precision: str, example: Tensor,
+                        calibration: Optional[Tensor] = None) -> Dict[str, InferenceModel]:
+    """OpenVINO in ``precision`` (int8: NNCF, calibrated on ``calibration``), to be timed against the other
+    engines: where openvino is installed, the model runs on the CPU and, for bf16, the CPU runs bf16
+    (else nothing, and nothing is said: OpenVINO is an optional extra)."""
     if importlib.util.find_spec("openvino") is None or next(model.parameters()).device.type != "cpu":
         return {}
     try:
-        openvino = openvino_model(model, "fp32", example)
+        if precision == "bf16" and not cpu_runs_bf16():
+            return {}
+        openvino = openvino_model(model, precision, example, calibration)
         openvino(example)  # compiled for the example's shape before it is timed
-    except Exception as error:  # a conversion or compilation failure: PyTorch's paths remain
-        warnings.warn(f"OpenVINO fp32 could not be built ({type(error).__name__}: {one_line(error)[:200]}); "
-                      "keeping PyTorch", stacklevel=3)
+    except Exception as error:  # a conversion, quantization or compilation failure: the other engines remain
+        warnings.warn(f"OpenVINO {precision} could not be built ({type(error).__name__}: {one_line(error)[:200]}); "
+                      "keeping the other engines", stacklevel=3)
         return {}
-    return {"fp32 OpenVINO": InferenceModel(openvino, "fp32", compiled=False, channels_last=False)}
+    name = "OpenVINO int8" if precision == "int8" else f"{precision} OpenVINO"  # as the other candidates read
+    return {name: InferenceModel(openvino, precision, compiled=False, channels_last=False,
+                                                    dtype=torch.float32)}
 
 
 def _finish(optimized: InferenceModel, model: nn.Module, choice: str) -> InferenceModel:
@@ -148,7 +156,9 @@ def _int8(model: nn.Module, calibration: Tensor, example: Optional[Tensor], int8
             if int8_engine == "onnx":
                 raise
             warnings.warn(f"ONNX Runtime int8 could not be built ({type(error).__name__}: "
-                          f"{one_line(error)[:200]}); keeping torch FX int8", stacklevel=3)
+                          f"{one_line(error)[:200]}); keeping the other engines", stacklevel=3)
+    if int8_engine == "auto":
+        candidates.update(_openvino_candidate(model, "int8", probe, calibration))
     chosen, choice = _faster(candidates, probe)
     return _finish(chosen, model, choice)
 
@@ -162,14 +172,14 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     and ``torch.compile`` with freezing. ``compile="auto"`` keeps the compiled model only
     where it measures faster than the uncompiled one on ``example`` (without an example it
     compiles); ``True`` always compiles, ``False`` never. Inductor needs a C++ compiler on
-    CPU: if compiling ``example`` fails, the eager path is kept, with a warning. For fp32 on
-    the CPU with ``compile="auto"`` and an example, OpenVINO (when installed) is timed too,
-    and kept where it is the fastest of the three.
+    CPU: if compiling ``example`` fails, the eager path is kept, with a warning. On the CPU
+    with ``compile="auto"`` and an example, OpenVINO (when installed; for bf16, where the CPU
+    runs bf16) is timed too, and kept where it is the fastest of the three.
     int8: static quantization calibrated on ``calibration``, a float N x C x H x W tensor
     of normalized images as the model sees them, by torch FX (``int8_engine="torch"``,
     ``quantize_int8``) or ONNX Runtime (``"onnx"``); ``"auto"`` builds both (when
-    onnxruntime is installed) and keeps the faster on ``example`` (else the first 8
-    calibration images).
+    onnxruntime is installed) and OpenVINO's NNCF int8 (when openvino is installed), and
+    keeps the fastest on ``example`` (else the first 8 calibration images).
     ``choice`` on the result says what was measured and kept. The model itself is not modified.
     """
     check_choice(precision, PRECISIONS, "precision")
@@ -197,8 +207,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
         return _finish(eager, model, f"{precision} eager (torch.compile failed)")
     if compile is True:
         return _finish(compiled, model, f"{precision} compiled")
-    candidates = {f"{precision} compiled": compiled, f"{precision} eager": eager}
-    if precision == "fp32":
-        candidates.update(_openvino_candidate(model, example))
+    candidates = {f"{precision} compiled": compiled, f"{precision} eager": eager,
+                  **_openvino_candidate(model, precision, example)}
     chosen, choice = _faster(candidates, example)
     return _finish(chosen, model, choice)
