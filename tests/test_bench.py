@@ -10,7 +10,7 @@ import torch
 
 from helpers import run_cli
 from resnetlab import create_model
-from resnetlab.bench import bench_checkpoint, run_bench
+from resnetlab.bench import bench_checkpoint, format_report, run_bench
 
 pytest.importorskip("onnxruntime")
 
@@ -42,6 +42,11 @@ def test_bench_times_the_automatic_choice_beside_its_peers(trained):
     assert re.match(r"optimize_for_inference int8, automatic choice: (torch FX|ONNX Runtime|OpenVINO) int8 "
                     r"\(measured per batch of 4: ", auto.description), auto.description  # what it measured and kept
     assert [speed.batch for speed in auto.speeds] == [1, 4] and auto.top1_agreement > 0.9
+    for speed in auto.speeds:  # judged against the fastest of the paths it chose from, in the same rounds
+        fastest = max((r for r in report.results if r.name in ("int8", "onnx-int8")),
+                      key=lambda r: next(s.images_per_s for s in r.speeds if s.batch == speed.batch))
+        assert speed.best_peer == fastest.name and speed.against_best_peer
+    assert "against " in format_report(report)
 
 
 def test_bench_cli_json_with_real_labels(trained, capsys, tmp_path):

@@ -72,6 +72,8 @@ class Speed:
     verdict: str = ""  # "1.52x faster", "1.31x slower", "within noise" (see machine.Ratio), or "reference"
     gflops: float = 0.0  # 2 x the model's MACs per image x images/s (int8: operations, counted alike)
     share_of_peak: Optional[float] = None  # MACs/s over this machine's measured peak in the path's precision
+    best_peer: str = ""  # auto paths: the fastest other path of the same precision at this batch
+    against_best_peer: str = ""  # auto paths: their verdict against it, round by round ("within noise", ...)
 
 
 @dataclass
@@ -313,11 +315,23 @@ def _record(report: BenchReport, timings: Dict[str, Timing], reference_name: str
         speed.gflops = 2 * macs_per_s / 1e9
         if peaks.get(result.precision):
             speed.share_of_peak = macs_per_s / peaks[result.precision]
+        if result.name.startswith("auto-"):
+            _against_best_peer(speed, result, report, timings)
         result.speeds.append(speed)
         if batch == report.batch:
             result.images_per_s, result.latency_ms, result.latency_p90_ms = (speed.images_per_s, speed.latency_ms,
                                                                               speed.latency_p90_ms)
             result.ratio = speed.ratio
+
+
+def _against_best_peer(speed: Speed, auto: PathResult, report: BenchReport, timings: Dict[str, Timing]) -> None:
+    """Set ``speed``'s best peer: the fastest path of ``auto``'s precision that is not an automatic choice,
+    and the automatic choice's verdict against it (what optimize_for_inference promises to match)."""
+    peers = [timings[r.name] for r in report.results if r.precision == auto.precision and not r.name.startswith("auto-")
+             and r.name in timings and not timings[r.name].error]
+    if peers:
+        best = max(peers, key=lambda timing: timing.rate)
+        speed.best_peer, speed.against_best_peer = best.name, compare(timings[auto.name], best).verdict
 
 
 def bench_checkpoint(model_name: Optional[str] = None, weights: Optional[Union[str, Path]] = None,
@@ -377,9 +391,10 @@ def format_report(report: BenchReport) -> str:
                 continue
             share = f"{100 * speed.share_of_peak:7.1f}%" if speed.share_of_peak is not None else f"{'-':>8}"
             ratio = f"{speed.ratio:.2f} ({speed.ratio_spread:.2f})" if speed.ratio else "-"
+            peer = f"  against {speed.best_peer}: {speed.against_best_peer}" if speed.best_peer else ""
             lines.append(f"{r.name:<14} {speed.images_per_s:8.1f} {speed.spread:6.1f} {ratio:>14}  "
                          f"{speed.verdict or '-':<13} {speed.latency_ms:8.2f} {speed.latency_p90_ms:8.2f} "
-                         f"{speed.gflops:8.1f} {share}")
+                         f"{speed.gflops:8.1f} {share}{peer}")
     lines += ["", f"agreement with fp32 on {report.check_images}; weights: {report.weights}",
               f"{'path':<14} {'max|dlogit|':>11} {'top-1 agr':>9} {'acc %':>7} {'setup s':>7}  what"]
     for r in report.results:
