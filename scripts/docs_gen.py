@@ -385,19 +385,35 @@ def gen_cuda_graphs(prefix: str = "") -> str:
 
 # ---------------------------------------------------------------- inference
 
-INFERENCE = ["inference-resnet18-static-shapes-2026-11-25.json", "inference-resnet50-static-shapes-2026-11-25.json"]
+INFERENCE = ["inference-resnet18.json", "inference-resnet50.json", "inference-resnet14-fashion-mnist.json"]
+BENCH_DEFAULTS = dict(latency_batch=1, seconds=10.0, rounds=10)
 
 
 def bench_command(name: str) -> str:
+    """The `resnetlab bench` command that wrote the results file ``name``."""
     data = load_json(name)
-    words = ["resnetlab", "bench", "--weights", data["weights"]]
-    if data.get("in_chans"):
-        words += ["-o", f"in_chans={data['in_chans']}"]
+    weights = str(data["weights"])
+    words = ["resnetlab", "bench"] + (["--model", data["model"]] if weights.startswith("random init")
+                                      else ["--weights", weights])
     check = re.match(r"(\S+) test \((\d+) images\)", str(data.get("check_images", "")))
     if check:
         words += ["--data", check.group(1), "--samples", check.group(2)]
-    words += ["--batch", str(data["batch"]), "--size", str(data["size"]), "--output", f"benchmarks/results/{name}"]
-    return shlex.join(words)
+    words += ["--batch", str(data["batch"]), "--size", str(data["size"])]
+    latency = [b for b in data["batches"] if b != data["batch"]]
+    recorded = dict(latency_batch=latency[0] if latency else 0, seconds=data["seconds"], rounds=data["rounds"])
+    for key, default in BENCH_DEFAULTS.items():
+        if recorded[key] != default:
+            words += [f"--{key.replace('_', '-')}", f"{recorded[key]:g}"]
+    return shlex.join(words + ["--output", f"benchmarks/results/{name}"])
+
+
+def speed_cells(result: Dict[str, Any], batch: int) -> List[str]:
+    """images/s (p50 latency), the verdict against the reference and the share of the peak at ``batch``."""
+    speed = next((s for s in result["speeds"] if s["batch"] == batch), None)
+    if speed is None:
+        return ["", "", ""]
+    share = "" if speed["share_of_peak"] is None else f"{100 * speed['share_of_peak']:.0f}%"
+    return [f"{speed['images_per_s']:.1f} ({speed['latency_ms']:.1f} ms)", escape(speed["verdict"]), share]
 
 
 def gen_inference(prefix: str = "") -> str:
@@ -405,21 +421,52 @@ def gen_inference(prefix: str = "") -> str:
     for name in INFERENCE:
         data = load_json(name)
         machine, versions = machine_and_versions(data)
+        batches = data["batches"]
+        labelled = any(r.get("accuracy") is not None for r in data["results"])
+        header = ["path", "precision"]
+        for batch in batches:
+            header += [f"batch {batch}: images/s (latency)", f"batch {batch}: against the reference",
+                       f"batch {batch}: share of peak"]
+        header += ["top-1 agreement"] + (["test accuracy"] if labelled else [])
         rows = []
         for result in data["results"]:
             if result.get("error"):
-                rows.append([escape(result["description"]), "failed: " + escape(result["error"]), "", "", "", ""])
+                rows.append([escape(result["description"]), result["precision"], "failed: " + escape(result["error"]),
+                             *[""] * (len(header) - 3)])
                 continue
-            rows.append([escape(result["description"]), f"{result['images_per_s']:.1f}",
-                         f"**{result['ratio']:.2f}x**", f"{result['max_abs_diff']:.2g}",
-                         f"{100 * result['top1_agreement']:.2f}%", pct(result["accuracy"])])
-        parts.append(f"**{data['model']}**, batch {data['batch']} at {data['in_chans']}x{data['size']}x{data['size']}, "
-                     f"{data['threads']} threads; agreement and accuracy on {escape(str(data['check_images']))}:\n\n")
-        parts.append(table(["path", "images/s", "x torchvision", "max abs logit diff", "top-1 agreement",
-                            "test accuracy"], rows, "lrrrrr"))
+            row = [escape(result["description"]), result["precision"]]
+            for batch in batches:
+                row += speed_cells(result, batch)
+            row.append(f"{100 * result['top1_agreement']:.2f}%")
+            if labelled:
+                row.append(pct(result["accuracy"]))
+            rows.append(row)
+        peaks = ", ".join(f"{precision} {peak['gmacs_per_s']:.1f} GMAC/s" for precision, peak in data["peaks"].items())
+        parts.append(f"**{data['model']}** at {data['in_chans']}x{data['size']}x{data['size']}, {data['threads']} "
+                     f"threads, {data['rounds']} interleaved rounds; this machine's measured peaks: {peaks}; "
+                     f"agreement{' and accuracy' if labelled else ''} on {escape(str(data['check_images']))}:\n\n")
+        parts.append(table(header, rows, "ll" + "r" * (len(header) - 2)))
         parts.append("\n" + provenance(name, f"weights {data['weights']}", machine, versions, bench_command(name),
                                        prefix) + "\n")
+        parts.append(f"The automatic choice of `optimize_for_inference` against the fastest other path of its "
+                     f"precision, in the same rounds ({data['model']}):\n\n")
+        parts.append(table(["precision", "batch", "automatic choice, images/s", "fastest other path, images/s",
+                            "verdict"], auto_rows(data), "lrrrl"))
+        parts.append(f"\nSource: {results_link(name, prefix)}.\n\n")
     return "".join(parts)
+
+
+def auto_rows(data: Dict[str, Any]) -> List[List[str]]:
+    """One row per automatic path and batch: its images/s, its fastest peer's, and the verdict between them."""
+    by_name = {result["name"]: result for result in data["results"] if not result.get("error")}
+    rows = []
+    for result in by_name.values():
+        for speed in result["speeds"] if result["name"].startswith("auto-") else []:
+            peer = by_name[speed["best_peer"]]
+            peer_speed = next(s for s in peer["speeds"] if s["batch"] == speed["batch"])
+            rows.append([result["precision"], str(speed["batch"]), f"{speed['images_per_s']:.1f}",
+                         f"{peer_speed['images_per_s']:.1f} ({peer['name']})", f"**{speed['against_best_peer']}**"])
+    return rows
 
 
 ROOFLINE = ["roofline-resnet50.json", "roofline-resnet18.json"]
@@ -799,9 +846,13 @@ def gen_headline(prefix: str = "docs/") -> str:
     finals = ", ".join(pct(run["final_top1"]) for run in accurate)
     times = [run["reached"]["95.0"]["wall_s"] / 60 for run in accurate]
     throughput = load_json("train_throughput-torch2.14.json")
-    bench = load_json(INFERENCE[0])
+    bench = load_json(INFERENCE[1])
     paths = {result["name"]: result for result in bench["results"]}
-    bf16, int8 = paths["bf16"], paths["int8"]
+    autos = {precision: paths[f"auto-{precision}"] for precision in ("fp32", "bf16", "int8")}
+    chosen = "; ".join(f"{precision} at {auto['images_per_s']:.1f} images/s ({auto['speeds'][-1]['verdict']})"
+                       for precision, auto in autos.items())
+    fashion = {result["name"]: result for result in load_json(INFERENCE[2])["results"]}
+    int8_loss = fashion["eager"]["accuracy"] - fashion["auto-int8"]["accuracy"]
     cifar = final_errors("degradation-cifar10-gpu")
     paper = load_json(PAPER_CIFAR)
     return "\n".join([
@@ -813,10 +864,9 @@ def gen_headline(prefix: str = "docs/") -> str:
         f"- **Training input pipeline:** {throughput['ratio']:.2f}x the images/s of torchvision's per-sample "
         f"transforms on the same model ({throughput['model']}, batch {throughput['batch']}). "
         f"[Results]({prefix}results.md#training-throughput)",
-        f"- **CPU inference ({bench['model']}, batch {bench['batch']}, {bench['size']}x{bench['size']}):** "
-        f"bf16 {bf16['ratio']:.2f}x and int8 {int8['ratio']:.2f}x torchvision's eager fp32, with "
-        f"{100 * bf16['top1_agreement']:.2f}% and {100 * int8['top1_agreement']:.2f}% top-1 agreement. "
-        f"[Results]({prefix}results.md#inference)",
+        f"- **CPU inference ({bench['model']}, batch {bench['batch']}, {bench['size']}x{bench['size']}, against "
+        f"torchvision's eager fp32):** `optimize_for_inference` runs {chosen}; its int8 loses "
+        f"{int8_loss:.2f} points of Fashion-MNIST test accuracy. [Results]({prefix}results.md#inference)",
         f"- **The paper on CIFAR-10 (JPEG copies of the training images):** plain56 trains to "
         f"{cifar['plain56'][0]:.2f}% error against plain20's {cifar['plain20'][0]:.2f}%, while resnet56 "
         f"({cifar['resnet56'][0]:.2f}%) beats resnet20 ({cifar['resnet20'][0]:.2f}%); ResNet-20 on the paper's "

@@ -202,24 +202,41 @@ def test_throughput_roofline_and_inference_tables_equal_their_json():
                 assert row["ceiling, x torchvision"] == f"{measured['ceiling_ratio']:.2f}x"
                 assert plain(row["share of the peak it needs"]) == f"{100 * measured['target_share_of_peak']:.0f}%"
                 seen.add("roofline")
-        elif "x torchvision" in header and "images/s" in header:
+        elif "top-1 agreement" in header and "precision" in header:
             name = JSON_LINK.findall(after)[0]
             data = json.loads((RESULTS / name).read_text())
             by_description = {result["description"]: result for result in data["results"]}
             assert len(rows) == len(by_description)
             for row in rows:
                 result = by_description[row["path"]]
-                assert row["images/s"] == f"{result['images_per_s']:.1f}"
-                assert plain(row["x torchvision"]) == f"{result['ratio']:.2f}x"
+                assert row["precision"] == result["precision"] and len(result["speeds"]) == len(data["batches"])
+                for speed in result["speeds"]:
+                    batch = speed["batch"]
+                    assert row[f"batch {batch}: images/s (latency)"] == (f"{speed['images_per_s']:.1f} "
+                                                                        f"({speed['latency_ms']:.1f} ms)")
+                    assert row[f"batch {batch}: against the reference"] == speed["verdict"]
                 assert row["top-1 agreement"] == f"{100 * result['top1_agreement']:.2f}%"
-                assert row["test accuracy"] == f"{result['accuracy']:.2f}%"
-                seen.add(name)
+                if result["accuracy"] is not None:
+                    assert row["test accuracy"] == f"{result['accuracy']:.2f}%"
+            seen.add(name)
+        elif "automatic choice, images/s" in header:
+            data = json.loads((RESULTS / JSON_LINK.findall(after)[0]).read_text())
+            expected = []
+            for result in data["results"]:
+                for speed in result["speeds"] if result["name"].startswith("auto-") else []:
+                    expected.append((result["precision"], str(speed["batch"]), f"{speed['images_per_s']:.1f}",
+                                     speed["best_peer"], speed["against_best_peer"]))
+            assert [(row["precision"], row["batch"], row["automatic choice, images/s"],
+                     row["fastest other path, images/s"].split("(")[-1].rstrip(")"), plain(row["verdict"]))
+                    for row in rows] == expected
+            seen.add("auto")
         elif "CUDA graph, ms per step" in header:
             data = json.loads((RESULTS / JSON_LINK.findall(after)[0]).read_text())
             assert [(r["model"], r["eager_ms"], r["graphed_ms"]) for r in data["rows"]] == [
                 (row["model"], float(row["eager, ms per step"]), float(row["CUDA graph, ms per step"])) for row in rows]
             seen.add("cuda")
-    assert {"throughput", "roofline", "cuda"} <= seen and sum(name.startswith("inference-") for name in seen) == 2
+    assert {"throughput", "roofline", "cuda", "auto"} <= seen
+    assert sum(name.startswith("inference-") for name in seen) == 3
 
 
 def test_memory_and_gradient_tables_equal_their_json():
