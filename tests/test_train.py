@@ -347,6 +347,31 @@ def test_bad_image_folders_fail_in_one_line_and_leave_no_run_folder(tmp_path, ca
     assert (runs / "bad" / "config.toml").is_file()  # never removed: it may belong to a running run
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_that_vanishes_mid_run_is_one_line_and_the_checkpoint_stays(tmp_path, monkeypatch, workers):
+    folder = _folder(tmp_path / "images", 8)
+    trainer = Trainer(resolve_config("default", overrides=dict(
+        data=str(folder), model="resnet8", image_size=16, epochs=3, batch_size=4, precision="fp32", cache=False,
+        workers=workers, quiet=True, out=str(tmp_path / "runs"), name="streamed")))
+    real_save, saved = trainer.save, {}
+
+    def save_then_lose_an_image(tag, partial_seconds, state=True):
+        real_save(tag, partial_seconds, state)
+        if tag == "last" and not saved:  # the first epoch's checkpoint is written; then a file goes
+            saved["state"] = (trainer.run_dir / "last.state.pt").read_bytes()
+            (folder / "a" / "3.png").unlink()
+
+    monkeypatch.setattr(trainer, "save", save_then_lose_an_image)
+    with pytest.raises(ValueError) as error:
+        trainer.run()
+    message = str(error.value)
+    assert "3.png" in message and "No such file" in message, message
+    # what the CLI prints in one line: the message, or a DataLoader worker's last line (see cli.main)
+    shown = message.strip().splitlines()[-1].split(": ", 1)[-1] if "\nOriginal Traceback" in message else message
+    assert shown.startswith("cannot read image ") and "\n" not in shown
+    assert (trainer.run_dir / "last.state.pt").read_bytes() == saved["state"]  # the last good checkpoint
+
+
 def test_sigkill_mid_run_then_resume(tmp_path):
     out = tmp_path / "runs"
     command = [sys.executable, "-m", "resnetlab", "train", "--data", "synthetic", "--model", "resnet8",

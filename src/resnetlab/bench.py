@@ -4,7 +4,6 @@ batch, each as a share of this machine's peak, and each path's agreement with fp
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import tempfile
@@ -24,30 +23,26 @@ from .export import OnnxModel, calibration_images, fold_batchnorm, openvino_mode
 from .export.openvino import cpu_runs_bf16
 from .machine import Timing, compare, describe_machine, interleaved, measure_peaks
 from .models import build_model
-from .optimize import optimize_for_inference
+from .optimize import optimize_for_inference, recompile_limit
 from .weights import load_model
 
-PATHS = ("torchvision", "eager", "folded-cl", "compiled", "onednn-graph", "bf16", "onnx-fp32", "openvino-fp32",
-         "openvino-bf16", "int8", "onnx-int8", "openvino-int8", "auto-fp32", "auto-bf16", "auto-int8")
-DESCRIPTIONS = {
-    "torchvision": "torchvision eager fp32, same weights (reference)",
-    "eager": "resnetlab eager fp32",
-    "folded-cl": "BN folded + channels_last, fp32",
-    "compiled": "folded + channels_last + torch.compile (freezing), fp32",
-    "onednn-graph": "folded + channels_last, TorchScript trace + freeze with oneDNN Graph fusion, fp32",
-    "bf16": "folded + channels_last + bf16 weights + torch.compile",
-    "onnx-fp32": "ONNX Runtime fp32",
-    "openvino-fp32": "OpenVINO fp32 (CPU plugin, f32 precision hint)",
-    "openvino-bf16": "OpenVINO bf16 (fp32 IR run with the bf16 precision hint)",
-    "int8": "int8 static quantization, torch FX (x86)",
-    "onnx-int8": "int8 static quantization, ONNX Runtime (QDQ)",
-    "openvino-int8": "int8 post-training quantization, NNCF, run by OpenVINO",
-    "auto-fp32": "optimize_for_inference fp32, automatic choice",
-    "auto-bf16": "optimize_for_inference bf16, automatic choice",
-    "auto-int8": "optimize_for_inference int8, automatic choice",
+# Every path: (precision, what it is); the order is the report's.
+PATH_TABLE = {
+    "torchvision": ("fp32", "torchvision eager fp32, same weights (reference)"),
+    "eager": ("fp32", "resnetlab eager fp32"),
+    "folded-cl": ("fp32", "BN folded + channels_last, fp32"),
+    "compiled": ("fp32", "folded + channels_last + torch.compile (freezing), fp32"),
+    "onednn-graph": ("fp32", "folded + channels_last, TorchScript trace + freeze with oneDNN Graph fusion, fp32"),
+    "bf16": ("bf16", "folded + channels_last + bf16 weights + torch.compile"),
+    "onnx-fp32": ("fp32", "ONNX Runtime fp32"),
+    "openvino-fp32": ("fp32", "OpenVINO fp32 (CPU plugin, f32 precision hint)"),
+    "openvino-bf16": ("bf16", "OpenVINO bf16 (fp32 IR run with the bf16 precision hint)"),
+    "int8": ("int8", "int8 static quantization, torch FX (x86)"),
+    "onnx-int8": ("int8", "int8 static quantization, ONNX Runtime (QDQ)"),
+    "openvino-int8": ("int8", "int8 post-training quantization, NNCF, run by OpenVINO"),
+    **{f"auto-{p}": (p, f"optimize_for_inference {p}, automatic choice") for p in ("fp32", "bf16", "int8")},
 }
-PRECISIONS = {"bf16": "bf16", "openvino-bf16": "bf16", "auto-bf16": "bf16", "int8": "int8", "onnx-int8": "int8",
-              "openvino-int8": "int8", "auto-int8": "int8"}  # any other path: fp32
+PATHS = tuple(PATH_TABLE)
 
 
 def default_paths() -> List[str]:
@@ -187,15 +182,6 @@ def _build_paths(model: nn.Module, twin: Optional[nn.Module], names: Sequence[st
     return {name: builders[name] for name in names if name in builders}
 
 
-def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
-    """torch.compile's recompiles per function raised to ``limit``: the compiled paths share
-    ResNet.forward, each at every batch size timed and checked."""
-    import torch._dynamo.config as config
-
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    return config.patch(**{name: max(limit, getattr(config, name))})
-
-
 def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, seconds: float = 10.0,
               rounds: int = 10, latency_batch: Optional[int] = 1,
               check: Optional[Tuple[Tensor, Optional[Tensor], str]] = None, calibration: Optional[Tensor] = None,
@@ -237,7 +223,7 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
     twin = torchvision_twin(model, arch)
     reference_name = "torchvision" if twin is not None else "eager"
     report = BenchReport(arch, batch, size, model.in_chans, torch.get_num_threads(), weights, check_name,
-                         describe_machine(), torch.__version__, DESCRIPTIONS[reference_name], batches=batches,
+                         describe_machine(), torch.__version__, PATH_TABLE[reference_name][1], batches=batches,
                          rounds=rounds, seconds=seconds)
     report.macs_per_image = count_macs(model, (1, model.in_chans, size, size))
     if peaks is None:
@@ -250,12 +236,12 @@ def run_bench(model: nn.Module, arch: str, *, batch: int = 8, size: int = 224, s
     fp32_logits = _logits(model, images)
     runs: Dict[str, Callable[[Tensor], Tensor]] = {}
     torch._dynamo.reset()  # the compiled paths start from a clean cache
-    with tempfile.TemporaryDirectory() as folder, _recompile_limit(64), warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as folder, recompile_limit(64), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         builders = _build_paths(model, twin, [reference_name] + [p for p in paths if p != reference_name],
                                 calibration, images[:2], Path(folder), inputs[batch])
         for name, build in builders.items():
-            result = PathResult(name, DESCRIPTIONS[name], precision=PRECISIONS.get(name, "fp32"))
+            result = PathResult(name, PATH_TABLE[name][1], precision=PATH_TABLE[name][0])
             report.results.append(result)
             try:
                 tick = time.perf_counter()
@@ -329,8 +315,8 @@ def _against_best_peer(speed: Speed, auto: PathResult, report: BenchReport, timi
     and the automatic choice's verdict against it (what optimize_for_inference promises to match)."""
     peers = [timings[r.name] for r in report.results if r.precision == auto.precision and not r.name.startswith("auto-")
              and r.name in timings and not timings[r.name].error]
-    if peers:
-        best = max(peers, key=lambda timing: timing.rate)
+    best = max(peers, key=lambda timing: timing.rate, default=None)
+    if best is not None:
         speed.best_peer, speed.against_best_peer = best.name, compare(timings[auto.name], best).verdict
 
 

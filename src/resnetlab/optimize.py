@@ -24,7 +24,7 @@ from .export.onnx import OnnxModel, write_onnx
 from .export.openvino import cpu_runs_bf16, openvino_model
 
 __all__ = ["ENGINES", "INT8_ENGINES", "InferenceModel", "onnx_runtime_model",
-           "optimize_for_inference", "time_batches"]
+           "optimize_for_inference", "recompile_limit", "time_batches"]
 
 ENGINES = ("torch", "onnx", "openvino")  # what eval and predict run a model on
 INT8_ENGINES = ("auto", "torch", "onnx")  # auto: every one installed (OpenVINO too) is built, the fastest kept
@@ -39,6 +39,15 @@ def _freezing(compiled: bool) -> contextlib.AbstractContextManager:
     import torch._inductor.config as inductor_config
 
     return inductor_config.patch(freezing=True)
+
+
+def recompile_limit(limit: int) -> contextlib.AbstractContextManager:
+    """torch.compile's recompiles per function raised to ``limit``, for a process that compiles one
+    model's forward many times (several paths, each at several batch sizes)."""
+    import torch._dynamo.config as config
+
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return config.patch(**{name: max(limit, getattr(config, name))})
 
 
 class InferenceModel(nn.Module):
