@@ -44,3 +44,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
     with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.json'"):
         fileio.atomic_write(target, fails)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_files_written_by_safetensors_get_the_umask_mode_too(tmp_path):
+    import torch
+
+    from resnetlab.weights import save_weights
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors", "linear")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors makes its file anew, private

@@ -59,8 +59,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         try:
-            os.chmod(tmp, _file_mode())  # as readable as any other file its owner writes
             write(Path(tmp))
+            os.chmod(tmp, _file_mode())  # as any file its owner writes (after: some writers make the file anew)
             _flush_to_disk(Path(tmp))
             os.replace(tmp, path)
             _flush_to_disk(path.parent)
