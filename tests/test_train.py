@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -345,6 +346,26 @@ def test_bad_image_folders_fail_in_one_line_and_leave_no_run_folder(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "holds no checkpoint to resume" in err and "--resume" not in err
     assert (runs / "bad" / "config.toml").is_file()  # never removed: it may belong to a running run
+
+
+def test_resume_refuses_a_folder_that_changed_while_the_run_was_stopped(tmp_path, capsys):
+    from resnetlab.cli import main
+
+    folder, runs = _folder(tmp_path / "images", 8), tmp_path / "runs"
+    kinds = {"streamed": "--no-cache", "memory": "--cache"}  # streamed, and decoded into memory
+    for name, cache in kinds.items():
+        argv = ["train", "--data", str(folder), "--model", "resnet8", "--image-size", "16", "--epochs", "1",
+                "--batch-size", "4", "--precision", "fp32", cache, "--quiet", "--out", str(runs), "--name", name]
+        assert main(argv) == 0
+    capsys.readouterr()
+    (folder / "a" / "3.png").unlink()
+    for name in kinds:
+        before = (runs / name / "last.state.pt").read_bytes()
+        assert main(["train", "--resume", str(runs / name), "--epochs", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        counts = re.search(r"was trained on (\d+) training samples and .* now gives (\d+): the data changed since", err)
+        assert len(err.splitlines()) == 1 and counts and int(counts[2]) < int(counts[1]), err
+        assert (runs / name / "last.state.pt").read_bytes() == before  # nothing touched
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -91,8 +91,13 @@ def training_state(trainer: Any, partial_seconds: float) -> Dict[str, Any]:
         elapsed=trainer.elapsed + partial_seconds,
         eval_seconds=trainer.eval_seconds,
         best_top1=trainer.best_top1, history=trainer.history, rng=rng_state(), config=trainer.config.to_dict(),
-        run_id=trainer.run_id,
+        run_id=trainer.run_id, train_samples=training_samples(loader),
     )
+
+
+def training_samples(loader: Any) -> int:
+    """How many training samples ``loader`` draws from, over all ranks (in memory or streamed)."""
+    return len(loader.images) if hasattr(loader, "images") else len(loader.dataset)
 
 
 # What a resumed run may not change: the network and the data it learns from.
@@ -114,6 +119,10 @@ def check_state_belongs(state: Dict[str, Any], path: Path, config: Any, run_id: 
 
 def restore_training_state(trainer: Any, state: Dict[str, Any], path: Union[str, Path] = "the state") -> None:
     """Put ``trainer`` (a Trainer) back where ``training_state`` found it."""
+    recorded, now = state.get("train_samples"), training_samples(trainer.data.train)
+    if recorded is not None and int(recorded) != now:  # an image folder that changed while the run was stopped
+        raise ValueError(f"{path} was trained on {int(recorded):,} training samples and {trainer.config.data} now "
+                         f"gives {now:,}: the data changed since; restore it, or start a new run")
     try:
         trainer.model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as error:
