@@ -26,8 +26,12 @@ def _free_bytes(folder: Path) -> int:
 
 def _file_mode() -> int:
     """The mode open() gives a new file (0o666 less the umask); mkstemp's is 0o600, private to its owner."""
-    umask = os.umask(0o022)
-    os.umask(umask)
+    try:  # Linux says the umask without changing it (setting it, even back, races with other threads)
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
     return 0o666 & ~umask
 
 

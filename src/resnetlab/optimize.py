@@ -132,8 +132,7 @@ def _openvino_candidate(model: nn.Module, precision: str, example: Tensor,
                       "keeping the other engines", stacklevel=3)
         return {}
     name = "OpenVINO int8" if precision == "int8" else f"{precision} OpenVINO"  # as the other candidates read
-    return {name: InferenceModel(openvino, precision, compiled=False, channels_last=False,
-                                                    dtype=torch.float32)}
+    return {name: InferenceModel(openvino, precision, compiled=False, channels_last=False, dtype=torch.float32)}
 
 
 def _finish(optimized: InferenceModel, model: nn.Module, choice: str) -> InferenceModel:
