@@ -6,9 +6,16 @@
 Starts `resnetlab serve` twice on 127.0.0.1 (a free port each, one after the other): with
 --max-batch and --max-wait-ms, then with --max-batch 1 --max-wait-ms 0. Against each, --clients
 concurrent clients post one PNG each to /predict, again and again, for --seconds, then stop.
-Reports requests/s, p50/p95/p99 latency and the error count of each. Without --weights the model
-is --model with random weights (the speed does not depend on them). Writes
-benchmarks/results/serve_load-<model>-<precision>.json.
+Reports requests/s, p50/p95/p99 latency and the error count of each. The PNG is random pixels at
+the model's input size and channels. Without --weights the model is --model with random weights
+(the speed does not depend on them), at --size.
+
+Before the servers, the model alone (the server's own prediction, no HTTP) is timed at batch 1
+and at --max-batch in this process. Where the model's compute dominates, their ratio of images
+per second is what batching can gain: every request still pays its HTTP, decoding and answer
+one by one. A small model gains more than the ratio, since the fixed cost of each model call
+(the hand-off to the worker thread, stacking, the call itself) is shared by the batch. Writes
+benchmarks/results/serve_load-<model or weights>-<precision>.json.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +38,8 @@ from PIL import Image
 from common import benchmark_parser, write_result
 from resnetlab import create_model
 from resnetlab.machine import describe_machine
+from resnetlab.optimize import time_batches
+from resnetlab.serve import Service
 from resnetlab.weights import save_weights
 
 
@@ -58,32 +68,68 @@ def start_server(weights: Path, precision: str, max_batch: int, max_wait_ms: flo
     raise SystemExit("the server did not answer within 120 s")
 
 
-async def load(port: int, body: bytes, clients: int, seconds: float) -> dict:
-    """``clients`` loops posting ``body`` until ``seconds`` have passed: latencies and errors."""
-    import httpx
+def model_alone(service: Service, body: bytes, max_batch: int, seconds: float = 5.0) -> dict:
+    """Images per second of the server's prediction of ``body`` at batch 1 and at ``max_batch``, without HTTP."""
+    one = service.decode(body, "probe")
+    speeds = {}
+    for batch in (1, max_batch):
+        times = time_batches(service.run_batch, one.expand(batch, *one.shape).contiguous(), seconds)
+        speeds[batch] = batch / float(np.median(times))
+    return dict(batch_1_images_per_s=round(speeds[1], 1), max_batch_images_per_s=round(speeds[max_batch], 1),
+                bound=round(speeds[max_batch] / speeds[1], 2))
 
+
+def png_of(service: Service) -> bytes:
+    """A PNG of random pixels at the input size and channels of ``service``'s model."""
+    height, width = service.predictor.preprocess.size
+    shape = (height, width) if service.predictor.in_chans == 1 else (height, width, 3)
+    pixels = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def post(port: int, request: bytes, connection: Optional[tuple]) -> Tuple[int, bytes, tuple]:
+    """Send ``request`` on a kept-alive connection to 127.0.0.1 (opened when None): status, body, connection."""
+    reader, writer = connection or await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return status, await reader.readexactly(length), (reader, writer)
+
+
+async def load(port: int, body: bytes, clients: int, seconds: float) -> dict:
+    """``clients`` loops posting ``body`` to /predict until ``seconds`` have passed: latencies and errors.
+
+    Each client keeps one HTTP/1.1 connection alive and speaks just enough HTTP to post and read
+    the reply: a load generator that costs little of the cores it shares with the server.
+    """
+    request = (f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: image/png\r\n"
+               f"content-length: {len(body)}\r\n\r\n").encode() + body
     latencies, errors = [], 0
     stop = time.monotonic() + seconds
 
-    async def client(session) -> None:
+    async def client() -> None:
         nonlocal errors
+        connection = None
         while time.monotonic() < stop:
             start = time.perf_counter()
             try:
-                reply = await session.post(f"http://127.0.0.1:{port}/predict", content=body,
-                                           headers={"content-type": "image/png"})
-                ok = reply.status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                status, reply, connection = await asyncio.wait_for(post(port, request, connection), 60)
+                ok = status == 200 and b'"predictions"' in reply
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, StopIteration):
+                ok, connection = False, None
             if ok:
                 latencies.append(time.perf_counter() - start)
             else:
                 errors += 1
+        if connection is not None:
+            connection[1].close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=60, limits=limits) as session:
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+    await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return dict(requests=len(latencies), errors=errors, seconds=round(elapsed, 2),
@@ -112,10 +158,12 @@ def main() -> None:
             save_weights(model, weights, args.model, options=dict(num_classes=args.classes),
                          class_names=[f"class{i}" for i in range(args.classes)],
                          preprocessing=dict(input_size=[args.size, args.size]))
-        pixels = torch.randint(0, 256, (args.size, args.size, 3), generator=torch.Generator().manual_seed(0),
-                               dtype=torch.uint8).numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
+        service = Service(weights, args.precision, args.max_batch)
+        body = png_of(service)
+        size = list(service.predictor.preprocess.size)
+        bound = model_alone(service, body, args.max_batch)
+        print(f"the model alone: {bound}")
+        del service
         runs = {}
         for name, max_batch, max_wait in (("dynamic batching", args.max_batch, args.max_wait_ms),
                                           ("one at a time", 1, 0.0)):
@@ -123,18 +171,21 @@ def main() -> None:
             server = start_server(weights, args.precision, max_batch, max_wait, port)
             try:
                 runs[name] = dict(max_batch=max_batch, max_wait_ms=max_wait,
-                                  **asyncio.run(load(port, buffer.getvalue(), args.clients, args.seconds)))
+                                  **asyncio.run(load(port, body, args.clients, args.seconds)))
             finally:
                 server.terminate()
                 server.wait(30)
             print(f"{name}: {runs[name]}")
     batched, single = runs["dynamic batching"]["requests_per_s"], runs["one at a time"]["requests_per_s"]
-    result = dict(model=args.weights or args.model, size=args.size, precision=args.precision, clients=args.clients,
+    result = dict(model=args.weights or args.model, size=size, precision=args.precision,
+                  clients=args.clients,
                   seconds=args.seconds, runs=runs, speedup=round(batched / single, 2) if single else None,
+                  model_alone=bound,
                   machine=describe_machine(torch.device("cpu")),
                   command=" ".join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]),
                   date=time.strftime("%Y-%m-%d"))
-    stem = Path(args.weights).stem if args.weights else args.model
+    stem = (Path(args.weights).stem if Path(args.weights).is_file() else args.weights.replace(".", "-")
+            ) if args.weights else args.model
     path = write_result(Path(args.out) / f"serve_load-{stem}-{args.precision}.json", result)
     print(f"dynamic batching {batched} requests/s against {single} one at a time; written to {path}")
 

@@ -456,6 +456,34 @@ def gen_inference(prefix: str = "") -> str:
     return "".join(parts)
 
 
+SERVE_LOAD = ["serve_load-resnet14-fashion_mnist-fp32.json", "serve_load-resnet50-fp32.json"]
+
+
+def gen_serve_load(prefix: str = "") -> str:
+    """`resnetlab serve` under load: each mode's requests/s and latencies, and the model alone at batch 1 and B."""
+    rows, bounds, sources = [], [], []
+    for name in SERVE_LOAD:
+        data = load_json(name)
+        model = f"{data['model']} ({'x'.join(map(str, data['size']))})"
+        for mode, run in data["runs"].items():
+            rows.append([escape(model), f"{mode} (max batch {run['max_batch']}, wait {run['max_wait_ms']:g} ms)",
+                         f"{run['requests_per_s']:.1f}", f"{run['p50_ms']:.0f}", f"{run['p95_ms']:.0f}",
+                         f"{run['p99_ms']:.0f}", str(run["errors"])])
+        alone = data["model_alone"]
+        batch = data["runs"]["dynamic batching"]["max_batch"]
+        bounds.append([escape(model), f"{alone['batch_1_images_per_s']:.1f}",
+                       f"{alone['max_batch_images_per_s']:.1f} (batch {batch})",
+                       f"{alone['bound']:.2f}x", f"**{data['speedup']:.2f}x**"])
+        machine, versions = machine_and_versions(data)
+        sources.append(provenance(name, f"{data['clients']} clients, {data['seconds']:g} s each way, "
+                                        f"{data['precision']}", machine, versions, data["command"], prefix))
+    return (table(["model (input)", "server", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows, "llrrrrr")
+            + "\n" + table(["model (input)", "model alone, batch 1: images/s",
+                              "model alone, max batch: images/s", "ratio", "served: batching against one at a time"],
+                             bounds, "lrrrr")
+            + "\n" + "\n".join(sources))
+
+
 def auto_rows(data: Dict[str, Any]) -> List[List[str]]:
     """One row per automatic path and batch: its images/s, its fastest peer's, and the verdict between them."""
     by_name = {result["name"]: result for result in data["results"] if not result.get("error")}
@@ -887,6 +915,7 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "cuda-graphs": gen_cuda_graphs,
     "finetune": gen_finetune,
     "inference": gen_inference,
+    "serve-load": gen_serve_load,
     "roofline": gen_roofline,
     "degradation": gen_degradation,
     "degradation-precision": gen_degradation_precision,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import importlib
 import io
 import os
 import shutil
@@ -10,6 +14,7 @@ import struct
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,6 +203,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running_server(app):
+    """``app`` served by uvicorn on a free port of 127.0.0.1 in a thread: yields the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def chromium() -> tuple:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -209,50 +233,63 @@ def test_the_page_in_a_real_browser(weights, tmp_path):
     require_real_data(bool(browser and driver),
                       "needs chromium and chromium-driver (apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
-    import uvicorn
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = free_port()
-    app = create_app(Service(weights))  # its own service: a batcher runs in one event loop
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--window-size=1100,1400"):
         options.add_argument(flag)
-    session = None
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+    # Its own service: a batcher runs in one event loop.
+    with running_server(create_app(Service(weights))) as port:
         session = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
-        session.set_page_load_timeout(30)
-        session.get(f"http://127.0.0.1:{port}/")
-        image = tmp_path / "upload.png"
-        image.write_bytes(png_bytes(5, size=64))
-        session.find_element(By.ID, "file").send_keys(str(image))
-        wait = WebDriverWait(session, 60)
-        wait.until(lambda s: len(s.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
-        wait.until(lambda s: s.execute_script("const i = document.getElementById('cam'); "
-                                              "return !i.hidden && i.complete && i.naturalWidth > 0"))
-        assert "resnet8" in session.find_element(By.ID, "model").text
-        labels = [li.text for li in session.find_elements(By.CSS_SELECTOR, "#top5 li")]
-        assert all(any(name in text for name in CLASSES) and text.endswith("%") for text in labels)
-        assert len(session.find_elements(By.CSS_SELECTOR, "#features .stage img")) == 4
-        shot = tmp_path / "serve-page.png"
-        session.save_screenshot(str(shot))
-        if os.environ.get("RESNETLAB_SCREENSHOT"):
-            shutil.copy(shot, os.environ["RESNETLAB_SCREENSHOT"])
-        with Image.open(shot) as picture:
-            assert picture.width >= 800
-    finally:
-        if session is not None:
+        try:
+            session.set_page_load_timeout(30)
+            session.get(f"http://127.0.0.1:{port}/")
+            image = tmp_path / "upload.png"
+            image.write_bytes(png_bytes(5, size=64))
+            session.find_element(By.ID, "file").send_keys(str(image))
+            wait = WebDriverWait(session, 60)
+            wait.until(lambda s: len(s.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
+            wait.until(lambda s: s.execute_script("const i = document.getElementById('cam'); "
+                                                  "return !i.hidden && i.complete && i.naturalWidth > 0"))
+            assert "resnet8" in session.find_element(By.ID, "model").text
+            labels = [li.text for li in session.find_elements(By.CSS_SELECTOR, "#top5 li")]
+            assert all(any(name in text for name in CLASSES) and text.endswith("%") for text in labels)
+            assert len(session.find_elements(By.CSS_SELECTOR, "#features .stage img")) == 4
+            shot = tmp_path / "serve-page.png"
+            session.save_screenshot(str(shot))
+            if os.environ.get("RESNETLAB_SCREENSHOT"):
+                shutil.copy(shot, os.environ["RESNETLAB_SCREENSHOT"])
+            with Image.open(shot) as picture:
+                assert picture.width >= 800
+        finally:
             session.quit()
-        server.should_exit = True
-        thread.join(10)
+
+
+def test_the_served_model_is_optimized_and_the_loaded_objects_are_frozen(weights):
+    service = Service(weights)
+    assert service.predictor.model.choice == "fp32 eager (not compiled)"  # BatchNorm folded, channels-last
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in service.predictor.model.modules())
+    with TestClient(create_app(service)):
+        assert gc.get_freeze_count() > 100_000  # full collections skip what was loaded before serving
+    assert gc.get_freeze_count() == 0  # and it is all given back to the collector at shutdown
+
+
+def test_the_load_benchmark_counts_answers_and_errors(weights, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    serve_load = importlib.import_module("serve_load")
+    service = Service(weights, max_batch=4, max_wait_ms=2)
+    with running_server(create_app(service)) as port:
+        good = asyncio.run(serve_load.load(port, serve_load.png_of(service), clients=3, seconds=1.0))
+        bad = asyncio.run(serve_load.load(port, b"not an image", clients=2, seconds=0.3))
+    assert good["errors"] == 0 and good["requests"] == service.batcher.samples > 0
+    assert good["p50_ms"] <= good["p95_ms"] <= good["p99_ms"]
+    assert bad["requests"] == 0 and bad["errors"] > 0  # answered 415, counted as errors
+    speeds = serve_load.model_alone(service, serve_load.png_of(service), max_batch=4, seconds=0.2)
+    assert speeds["bound"] == pytest.approx(speeds["max_batch_images_per_s"] / speeds["batch_1_images_per_s"],
+                                            rel=0.01)
 
 
 def test_cli_serve_prints_its_url_and_answers(weights, capsys):
