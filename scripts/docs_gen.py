@@ -456,6 +456,24 @@ def gen_inference(prefix: str = "") -> str:
     return "".join(parts)
 
 
+def gen_inference_busy(prefix: str = "") -> str:
+    """The bench's ratios and verdicts on a quiet machine and with a contender on the other core."""
+    name = "inference-resnet18-busy.json"
+    data = load_json(name)
+    machine, versions = machine_and_versions(data)
+    rows = [[row["path"], str(row["batch"]), f"{row['quiet']['images_per_s']:.1f}",
+             f"{row['quiet']['ratio']:.2f} ({escape(row['quiet']['verdict'])})", f"{row['busy']['images_per_s']:.1f}",
+             f"{row['busy']['ratio']:.2f} ({escape(row['busy']['verdict'])})", "yes" if row["holds"] else "**no**",
+             f"{row['quiet']['images_per_s'] / row['busy']['images_per_s']:.1f}x"]
+            for row in data["rows"]]
+    held = sum(row["holds"] for row in data["rows"])
+    return (table(["path", "batch", "quiet: images/s", "quiet: x ref (verdict)", "busy: images/s",
+                   "busy: x ref (verdict)", "busy verdict holds", "busy: slower by"], rows, "lrrrrrlr")
+            + f"\n{held} of {len(data['rows'])} verdicts of the busy run hold against the quiet run. "
+            + provenance(name, f"{data['model']}, batch 1 and {data['batch']}, {data['rounds']} rounds; contender: "
+                               f"{data['contender']}", machine, versions, data["command"], prefix))
+
+
 SERVE_LOAD = ["serve_load-resnet14-fashion_mnist-fp32.json", "serve_load-resnet50-fp32.json"]
 
 
@@ -916,6 +934,7 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "finetune": gen_finetune,
     "inference": gen_inference,
     "serve-load": gen_serve_load,
+    "inference-busy": gen_inference_busy,
     "roofline": gen_roofline,
     "degradation": gen_degradation,
     "degradation-precision": gen_degradation_precision,

@@ -87,3 +87,12 @@ def test_bench_cli_rounds(capsys, monkeypatch):
     report = json.loads(out)
     assert code == 0 and report["rounds"] == 3 and report["batches"] == [2]
     assert [len(r["speeds"]) for r in report["results"]] == [1] and report["peaks"] == {}
+
+
+def test_a_busy_verdict_holds_only_where_it_claims_nothing_the_quiet_run_contradicts(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    holds = importlib.import_module("inference_busy").holds
+    assert holds("1.52x faster", "1.40x faster") and holds("1.52x faster", "within noise")
+    assert holds("1.31x slower", "1.20x slower") and holds("within noise", "within noise")
+    assert not holds("within noise", "1.10x faster")  # a false speed-up
+    assert not holds("1.52x faster", "1.05x slower") and not holds("within noise", "1.20x slower")
