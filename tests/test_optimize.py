@@ -75,10 +75,19 @@ def test_auto_keeps_the_int8_engine_and_the_compilation_that_measure_faster(trai
                                         r"fp32 compiled [\d.]+ ms, fp32 eager [\d.]+ ms(, fp32 OpenVINO [\d.]+ ms)?\)")
     assert fp32.compiled == (kept == "fp32 compiled")
     assert compare(model, fp32, x).max_abs_diff <= 1e-4 * max(1.0, compare(model, fp32, x).logit_scale)
-    with pytest.raises(ValueError, match="compile must be True, False or 'auto', got 'yes'"):
+    with pytest.raises(ValueError, match="compile must be True, False, 'auto' or 'max-autotune', got 'yes'"):
         optimize_for_inference(model, "fp32", compile="yes")
     with pytest.raises(ValueError, match="unknown int8 engine 'tvm'"):
         optimize_for_inference(model, "int8", calibration=calibration, int8_engine="tvm")
+
+
+def test_max_autotune_compiles_in_that_mode_and_matches_eager():
+    model = randomize_norms(create_model("resnet8"))
+    x = torch.randn(4, 3, 32, 32)
+    tuned = optimize_for_inference(model, "fp32", compile="max-autotune", example=x)
+    assert tuned.compiled and tuned.choice == "fp32 compiled (max-autotune)"
+    agreement = compare(model, tuned, x)
+    assert agreement.max_abs_diff <= 1e-4 * max(1.0, agreement.logit_scale)
 
 
 def test_compiled_path_matches_eager():

@@ -54,7 +54,7 @@ class InferenceModel(nn.Module):
     """A prepared model: takes float32 N x C x H x W batches, returns float32 logits, no gradients."""
 
     def __init__(self, model: nn.Module, precision: str, compiled: bool, channels_last: Optional[bool] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+                 dtype: Optional[torch.dtype] = None, mode: Optional[str] = None) -> None:
         super().__init__()
         self.model = model
         self.precision = precision
@@ -67,7 +67,8 @@ class InferenceModel(nn.Module):
         # Static shapes: a new batch size compiles anew, frozen. With automatic dynamic shapes the
         # recompile kept the weights as graph inputs, for this model and for later ones of its class
         # (measured, torch 2.15).
-        runner = torch.compile(model, dynamic=False) if compiled else model
+        # ``mode``: torch.compile's ("max-autotune", ...); None: its default.
+        runner = torch.compile(model, dynamic=False, mode=mode) if compiled else model
         # Kept out of the module tree so state_dict() has the model's keys only once.
         object.__setattr__(self, "_runner", runner)
 
@@ -179,10 +180,12 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     fp32 and bf16: BatchNorm folded into the convs, channels_last, bf16 weights for bf16,
     and ``torch.compile`` with freezing. ``compile="auto"`` keeps the compiled model only
     where it measures faster than the uncompiled one on ``example`` (without an example it
-    compiles); ``True`` always compiles, ``False`` never. Inductor needs a C++ compiler on
-    CPU: if compiling ``example`` fails, the eager path is kept, with a warning. On the CPU
-    with ``compile="auto"`` and an example, OpenVINO (when installed; for bf16, where the CPU
-    runs bf16) is timed too, and kept where it is the fastest of the three.
+    compiles); ``True`` always compiles, ``"max-autotune"`` always compiles in torch.compile's
+    max-autotune mode (it times kernel choices while compiling), ``False`` never compiles.
+    Inductor needs a C++ compiler on CPU: if compiling ``example`` fails, the eager path is
+    kept, with a warning. On the CPU with ``compile="auto"`` and an example, OpenVINO (when
+    installed; for bf16, where the CPU runs bf16) is timed too, and kept where it is the
+    fastest of the three.
     int8: static quantization calibrated on ``calibration``, a float N x C x H x W tensor
     of normalized images as the model sees them, by torch FX (``int8_engine="torch"``,
     ``quantize_int8``) or ONNX Runtime (``"onnx"``); ``"auto"`` builds both (when
@@ -192,8 +195,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     """
     check_choice(precision, PRECISIONS, "precision")
     check_choice(int8_engine, INT8_ENGINES, "int8 engine")
-    if compile not in (True, False, "auto"):
-        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+    if compile not in (True, False, "auto", "max-autotune"):
+        raise ValueError(f"compile must be True, False, 'auto' or 'max-autotune', got {compile!r}")
     if precision == "int8":
         if calibration is None:
             raise ValueError("int8 needs calibration images (a float N x C x H x W tensor)")
@@ -204,7 +207,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     eager = InferenceModel(prepared, precision, compiled=False)
     if not compile:
         return _finish(eager, model, f"{precision} eager (not compiled)")
-    compiled = InferenceModel(prepared, precision, compiled=True)
+    mode = "max-autotune" if compile == "max-autotune" else None
+    compiled = InferenceModel(prepared, precision, compiled=True, mode=mode)
     if example is None:
         return _finish(compiled, model, f"{precision} compiled (not measured: no example)")
     try:
@@ -213,8 +217,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
         warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
                       "running eagerly", stacklevel=2)
         return _finish(eager, model, f"{precision} eager (torch.compile failed)")
-    if compile is True:
-        return _finish(compiled, model, f"{precision} compiled")
+    if compile != "auto":
+        return _finish(compiled, model, f"{precision} compiled" + (f" ({mode})" if mode else ""))
     candidates = {f"{precision} compiled": compiled, f"{precision} eager": eager,
                   **_openvino_candidate(model, precision, example)}
     chosen, choice = _faster(candidates, example)

@@ -97,9 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds: each runs every path in turn "
                    "(default 10, at least 2)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
-    p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled onednn-graph bf16 "
-                   "onnx-fp32 openvino-fp32 openvino-bf16 int8 onnx-int8 openvino-int8 auto-fp32 auto-bf16 auto-int8 "
-                   "(the auto paths: optimize_for_inference's choice; default: every one this machine runs)")
+    p.add_argument("--paths", nargs="+", help="a subset of: torchvision eager folded-cl compiled compiled-max-autotune "
+                   "onednn-graph bf16 onnx-fp32 openvino-fp32 openvino-bf16 int8 onnx-int8 openvino-int8 auto-fp32 "
+                   "auto-bf16 auto-int8 (the auto paths: optimize_for_inference's choice; default: every one this "
+                   "machine runs)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. -o in_chans=3 (weights are adapted)")
     p.add_argument("--output", metavar="JSON", help="also write the report here")
