@@ -362,6 +362,7 @@ def _logits(run: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
 
 def format_report(report: BenchReport) -> str:
     """The report as terminal tables: speed at each batch size, then agreement with fp32."""
+    width = max([14] + [len(r.name) for r in report.results])  # the path column
     peaks = ", ".join(f"{k} {p['gmacs_per_s']:.1f} ({p['source']})" for k, p in report.peaks.items()) or "none"
     lines = [f"{report.model} at {report.in_chans}x{report.size}x{report.size}; {report.machine}",
              f"{report.rounds} interleaved rounds, ~{report.seconds:g} s per path and batch size; "
@@ -370,26 +371,26 @@ def format_report(report: BenchReport) -> str:
     for batch in report.batches:
         kind = "throughput" if batch == report.batch else "latency"
         lines += ["", f"batch {batch} ({kind})",
-                  f"{'path':<14} {'img/s':>8} {'iqr':>6} {'x ref (iqr)':>14}  {'verdict':<13} {'p50 ms':>8} "
+                  f"{'path':<{width}} {'img/s':>8} {'iqr':>6} {'x ref (iqr)':>14}  {'verdict':<13} {'p50 ms':>8} "
                   f"{'p90 ms':>8} {'GFLOP/s':>8} {'of peak':>8}"]
         for r in report.results:
             speed = next((s for s in r.speeds if s.batch == batch), None)
             if speed is None:
-                lines.append(f"{r.name:<14} {'failed':>8}  {r.error}")
+                lines.append(f"{r.name:<{width}} {'failed':>8}  {r.error}")
                 continue
             share = f"{100 * speed.share_of_peak:7.1f}%" if speed.share_of_peak is not None else f"{'-':>8}"
             ratio = f"{speed.ratio:.2f} ({speed.ratio_spread:.2f})" if speed.ratio else "-"
             peer = f"  against {speed.best_peer}: {speed.against_best_peer}" if speed.best_peer else ""
-            lines.append(f"{r.name:<14} {speed.images_per_s:8.1f} {speed.spread:6.1f} {ratio:>14}  "
+            lines.append(f"{r.name:<{width}} {speed.images_per_s:8.1f} {speed.spread:6.1f} {ratio:>14}  "
                          f"{speed.verdict or '-':<13} {speed.latency_ms:8.2f} {speed.latency_p90_ms:8.2f} "
                          f"{speed.gflops:8.1f} {share}{peer}")
     lines += ["", f"agreement with fp32 on {report.check_images}; weights: {report.weights}",
-              f"{'path':<14} {'max|dlogit|':>11} {'top-1 agr':>9} {'acc %':>7} {'setup s':>7}  what"]
+              f"{'path':<{width}} {'max|dlogit|':>11} {'top-1 agr':>9} {'acc %':>7} {'setup s':>7}  what"]
     for r in report.results:
         if r.max_abs_diff is None:
-            lines.append(f"{r.name:<14} {'failed':>11}  {r.error}")
+            lines.append(f"{r.name:<{width}} {'failed':>11}  {r.error}")
             continue
         acc = f"{r.accuracy:7.2f}" if r.accuracy is not None else f"{'-':>7}"
-        lines.append(f"{r.name:<14} {r.max_abs_diff:11.2e} {100 * (r.top1_agreement or 0):8.2f}% {acc} "
+        lines.append(f"{r.name:<{width}} {r.max_abs_diff:11.2e} {100 * (r.top1_agreement or 0):8.2f}% {acc} "
                      f"{r.setup_s:7.1f}  {r.description}")
     return "\n".join(lines)

@@ -190,8 +190,8 @@ def create_app(service: Service):
     @asynccontextmanager
     async def lifespan(_app):
         service.batcher.start()
-        # The model, torch and the app are millions of long-lived objects: frozen, the collector
-        # stops rescanning them, and its full collections no longer pause every request for ~0.1 s.
+        # torch, the models and the app are hundreds of thousands of long-lived objects: frozen, the
+        # collector stops rescanning them, and its full collections no longer pause requests (0.1 s each).
         gc.freeze()
         yield
         gc.unfreeze()
