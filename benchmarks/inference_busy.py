@@ -27,7 +27,7 @@ from resnetlab import create_model
 from resnetlab.bench import run_bench
 
 PATHS = ["torchvision", "eager", "folded-cl", "compiled", "onnx-fp32", "openvino-fp32", "int8", "onnx-int8"]
-CONTENDER = ("import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\n"
+CONTENDER = ("import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nprint('busy', flush=True)\n"
              "while True:\n    a = (a @ a).clamp_(-1, 1)\n")
 
 
@@ -37,8 +37,8 @@ def direction(verdict: str) -> int:
 
 
 def holds(quiet: str, busy: str) -> bool:
-    """Whether the busy run's verdict claims nothing the quiet run contradicts."""
-    return direction(busy) in (0, direction(quiet))
+    """Whether the busy run's verdict claims nothing the quiet run contradicts (no verdict: it cannot hold)."""
+    return bool(quiet and busy) and direction(busy) in (0, direction(quiet))
 
 
 def verdicts(report) -> Dict[str, Dict[int, Dict[str, Any]]]:
@@ -60,9 +60,9 @@ def main() -> None:
     options = dict(batch=args.batch, size=args.size, seconds=args.seconds, rounds=args.rounds, paths=PATHS,
                    weights="random init (seed 0)", progress=lambda line: print(line, flush=True))
     quiet = run_bench(model, args.model, **options)
-    contender = subprocess.Popen([sys.executable, "-c", CONTENDER])
+    contender = subprocess.Popen([sys.executable, "-c", CONTENDER], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(2)  # the contender has started multiplying
+        contender.stdout.readline()  # it has imported torch and starts multiplying
         busy = run_bench(model, args.model, **options)
     finally:
         contender.kill()

@@ -11,11 +11,11 @@ the model's input size and channels. Without --weights the model is --model with
 (the speed does not depend on them), at --size.
 
 Before the servers, the model alone (the server's own prediction, no HTTP) is timed at batch 1
-and at --max-batch in this process. Where the model's compute dominates, their ratio of images
-per second is what batching can gain: every request still pays its HTTP, decoding and answer
-one by one. A small model gains more than the ratio, since the fixed cost of each model call
-(the hand-off to the worker thread, stacking, the call itself) is shared by the batch. Writes
-benchmarks/results/serve_load-<model or weights>-<precision>.json.
+and at --max-batch in this process: the ratio of their images per second is what batching gains
+in the model's arithmetic. Served, batching also shares the fixed cost of each model call (the
+hand-off to the worker thread, stacking, the call itself) and overlaps decoding with the model,
+so the served gain can pass that ratio; a ratio near 1 still says that batching has little to
+win on this machine. Writes benchmarks/results/serve_load-<model or weights>-<precision>.json.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def model_alone(service: Service, body: bytes, max_batch: int, seconds: float = 
         times = time_batches(service.run_batch, one.expand(batch, *one.shape).contiguous(), seconds)
         speeds[batch] = batch / float(np.median(times))
     return dict(batch_1_images_per_s=round(speeds[1], 1), max_batch_images_per_s=round(speeds[max_batch], 1),
-                bound=round(speeds[max_batch] / speeds[1], 2))
+                batch_ratio=round(speeds[max_batch] / speeds[1], 2))
 
 
 def png_of(service: Service) -> bytes:
@@ -89,15 +89,27 @@ def png_of(service: Service) -> bytes:
     return buffer.getvalue()
 
 
-async def post(port: int, request: bytes, connection: Optional[tuple]) -> Tuple[int, bytes, tuple]:
-    """Send ``request`` on a kept-alive connection to 127.0.0.1 (opened when None): status, body, connection."""
+async def post(port: int, request: bytes, connection: Optional[tuple]) -> Tuple[int, bytes, Optional[tuple]]:
+    """Send ``request`` on a kept-alive connection to 127.0.0.1 (opened when None): the reply's status
+    and body, and the connection to use next (None where the server closed it). A reply this client
+    cannot read (no status, no content-length) raises ValueError; on any error the connection is closed."""
     reader, writer = connection or await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    return status, await reader.readexactly(length), (reader, writer)
+    try:
+        writer.write(request)
+        await writer.drain()
+        status_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(status_line.partition(" ")[2][:3])
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        if "content-length" not in headers:
+            raise ValueError(f"a reply without content-length: {status_line}")
+        body = await reader.readexactly(int(headers["content-length"]))
+    except BaseException:
+        writer.close()
+        raise
+    if headers.get("connection", "").lower() == "close":
+        writer.close()
+        return status, body, None
+    return status, body, (reader, writer)
 
 
 async def load(port: int, body: bytes, clients: int, seconds: float) -> dict:
@@ -119,8 +131,8 @@ async def load(port: int, body: bytes, clients: int, seconds: float) -> dict:
             try:
                 status, reply, connection = await asyncio.wait_for(post(port, request, connection), 60)
                 ok = status == 200 and b'"predictions"' in reply
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, StopIteration):
-                ok, connection = False, None
+            except (OSError, EOFError, ValueError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+                ok, connection = False, None  # post closed it
             if ok:
                 latencies.append(time.perf_counter() - start)
             else:
@@ -161,8 +173,8 @@ def main() -> None:
         service = Service(weights, args.precision, args.max_batch)
         body = png_of(service)
         size = list(service.predictor.preprocess.size)
-        bound = model_alone(service, body, args.max_batch)
-        print(f"the model alone: {bound}")
+        alone = model_alone(service, body, args.max_batch)
+        print(f"the model alone: {alone}")
         del service
         runs = {}
         for name, max_batch, max_wait in (("dynamic batching", args.max_batch, args.max_wait_ms),
@@ -180,12 +192,16 @@ def main() -> None:
     result = dict(model=args.weights or args.model, size=size, precision=args.precision,
                   clients=args.clients,
                   seconds=args.seconds, runs=runs, speedup=round(batched / single, 2) if single else None,
-                  model_alone=bound,
+                  model_alone=alone,
                   machine=describe_machine(torch.device("cpu")),
                   command=" ".join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]),
                   date=time.strftime("%Y-%m-%d"))
-    stem = (Path(args.weights).stem if Path(args.weights).is_file() else args.weights.replace(".", "-")
-            ) if args.weights else args.model
+    if not args.weights:
+        stem = args.model
+    elif Path(args.weights).is_file():
+        stem = Path(args.weights).stem
+    else:  # a weights name: resnet14.fashion_mnist -> resnet14-fashion-mnist
+        stem = args.weights.replace(".", "-").replace("_", "-")
     path = write_result(Path(args.out) / f"serve_load-{stem}-{args.precision}.json", result)
     print(f"dynamic batching {batched} requests/s against {single} one at a time; written to {path}")
 

@@ -474,12 +474,12 @@ def gen_inference_busy(prefix: str = "") -> str:
                                f"{data['contender']}", machine, versions, data["command"], prefix))
 
 
-SERVE_LOAD = ["serve_load-resnet14-fashion_mnist-fp32.json", "serve_load-resnet50-fp32.json"]
+SERVE_LOAD = ["serve_load-resnet14-fashion-mnist-fp32.json", "serve_load-resnet50-fp32.json"]
 
 
 def gen_serve_load(prefix: str = "") -> str:
     """`resnetlab serve` under load: each mode's requests/s and latencies, and the model alone at batch 1 and B."""
-    rows, bounds, sources = [], [], []
+    rows, ratios, sources = [], [], []
     for name in SERVE_LOAD:
         data = load_json(name)
         model = f"{data['model']} ({'x'.join(map(str, data['size']))})"
@@ -489,16 +489,16 @@ def gen_serve_load(prefix: str = "") -> str:
                          f"{run['p99_ms']:.0f}", str(run["errors"])])
         alone = data["model_alone"]
         batch = data["runs"]["dynamic batching"]["max_batch"]
-        bounds.append([escape(model), f"{alone['batch_1_images_per_s']:.1f}",
+        ratios.append([escape(model), f"{alone['batch_1_images_per_s']:.1f}",
                        f"{alone['max_batch_images_per_s']:.1f} (batch {batch})",
-                       f"{alone['bound']:.2f}x", f"**{data['speedup']:.2f}x**"])
+                       f"{alone['batch_ratio']:.2f}x", f"**{data['speedup']:.2f}x**"])
         machine, versions = machine_and_versions(data)
         sources.append(provenance(name, f"{data['clients']} clients, {data['seconds']:g} s each way, "
                                         f"{data['precision']}", machine, versions, data["command"], prefix))
     return (table(["model (input)", "server", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows, "llrrrrr")
             + "\n" + table(["model (input)", "model alone, batch 1: images/s",
                               "model alone, max batch: images/s", "ratio", "served: batching against one at a time"],
-                             bounds, "lrrrr")
+                             ratios, "lrrrr")
             + "\n" + "\n".join(sources))
 
 

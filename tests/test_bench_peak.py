@@ -96,3 +96,4 @@ def test_a_busy_verdict_holds_only_where_it_claims_nothing_the_quiet_run_contrad
     assert holds("1.31x slower", "1.20x slower") and holds("within noise", "within noise")
     assert not holds("within noise", "1.10x faster")  # a false speed-up
     assert not holds("1.52x faster", "1.05x slower") and not holds("within noise", "1.20x slower")
+    assert not holds("", "") and not holds("1.52x faster", "")  # a failed reference gives no verdicts

@@ -81,10 +81,18 @@ def test_auto_keeps_the_int8_engine_and_the_compilation_that_measure_faster(trai
         optimize_for_inference(model, "int8", calibration=calibration, int8_engine="tvm")
 
 
-def test_max_autotune_compiles_in_that_mode_and_matches_eager():
+def test_max_autotune_compiles_in_that_mode_and_matches_eager(monkeypatch):
     model = randomize_norms(create_model("resnet8"))
     x = torch.randn(4, 3, 32, 32)
+    modes, compile_model = [], torch.compile
+
+    def spy(module, **options):
+        modes.append(options.get("mode"))
+        return compile_model(module, **options)
+
+    monkeypatch.setattr(torch, "compile", spy)
     tuned = optimize_for_inference(model, "fp32", compile="max-autotune", example=x)
+    assert modes == ["max-autotune-no-cudagraphs"]
     assert tuned.compiled and tuned.choice == "fp32 compiled (max-autotune)"
     agreement = compare(model, tuned, x)
     assert agreement.max_abs_diff <= 1e-4 * max(1.0, agreement.logit_scale)

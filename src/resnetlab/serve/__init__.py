@@ -3,6 +3,7 @@ optional extra ``resnetlab[serve]``: FastAPI, uvicorn, python-multipart, grad-ca
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Union
 
@@ -25,4 +26,8 @@ def serve(weights: Union[str, Path], host: str = "127.0.0.1", port: int = 8000, 
     shown = f"[{host}]" if ":" in host else host
     print(f"resnetlab: serving {Path(weights).name} ({precision}) at http://{shown}:{port}/ "
           f"(API docs at /docs; Ctrl-C stops)", flush=True)
+    # torch, the models and the app are hundreds of thousands of long-lived objects. Frozen, Python's
+    # full garbage collections stop walking them; they paused requests for up to 0.17 s (measured).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)

@@ -3,7 +3,6 @@
 
 import asyncio
 import base64
-import gc
 import io
 import threading
 from dataclasses import dataclass
@@ -190,15 +189,14 @@ def create_app(service: Service):
     @asynccontextmanager
     async def lifespan(_app):
         service.batcher.start()
-        # torch, the models and the app are hundreds of thousands of long-lived objects: frozen, the
-        # collector stops rescanning them, and its full collections no longer pause requests (0.1 s each).
-        gc.freeze()
-        yield
-        gc.unfreeze()
-        await service.batcher.stop()
+        try:
+            yield
+        finally:
+            await service.batcher.stop()
 
     app = FastAPI(title="resnetlab", version="1", lifespan=lifespan,
                   description=f"Classify images with {service.model_info['weights']}")
+    app.state.service = service  # the model, batcher and limits behind the app
 
     @app.exception_handler(RequestError)
     async def request_error(_request, error: RequestError):
