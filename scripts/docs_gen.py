@@ -335,10 +335,10 @@ def gen_activation_memory(prefix: str = "") -> str:
                                     f"{data['device']}", machine, versions, command, prefix)
 
 
-def gen_finetune(prefix: str = "") -> str:
+def gen_finetune(prefix: str = "", name: str = "finetune.json") -> str:
     """Fine-tuned against from scratch per folder size: validation accuracy (mean and range over seeds), time."""
-    name = "finetune.json"
     data = load_json(name)
+    classes = data.get("classes", 10)
     machine, versions = machine_and_versions(data)
 
     def mean(rows: List[Dict[str, Any]], key: str) -> float:
@@ -357,7 +357,7 @@ def gen_finetune(prefix: str = "") -> str:
         for method in methods[1:]:
             cells.append(f"{summary(runs[method])}, **{mean(runs[method], 'val_top1') - scratch:+.2f}**")
         seconds = " / ".join(f"{mean(runs[m], 'train_s'):.0f}" for m in methods)
-        out.append([f"{per_class:,} ({10 * per_class:,} images)", *cells, str(runs["scratch"][0]["steps"]),
+        out.append([f"{per_class:,} ({classes * per_class:,} images)", *cells, str(runs["scratch"][0]["steps"]),
                     f"{seconds} s", str(len(runs["scratch"]))])
     body = table(["images per class", "from scratch", "recipe `finetune` (gain)", "every layer at the full lr (gain)",
                   "steps", "training time (in that order)", "seeds"], out, "lrrrrrr")
@@ -932,6 +932,7 @@ GENERATORS: Dict[str, Callable[..., str]] = {
     "activation-memory": gen_activation_memory,
     "cuda-graphs": gen_cuda_graphs,
     "finetune": gen_finetune,
+    "finetune-near": lambda prefix="": gen_finetune(prefix, "finetune-near.json"),
     "inference": gen_inference,
     "serve-load": gen_serve_load,
     "inference-busy": gen_inference_busy,
