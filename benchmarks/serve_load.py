@@ -189,8 +189,7 @@ def main() -> None:
                 server.wait(30)
             print(f"{name}: {runs[name]}")
     batched, single = runs["dynamic batching"]["requests_per_s"], runs["one at a time"]["requests_per_s"]
-    result = dict(model=args.weights or args.model, size=size, precision=args.precision,
-                  clients=args.clients,
+    result = dict(model=args.weights or args.model, size=size, precision=args.precision, clients=args.clients,
                   seconds=args.seconds, runs=runs, speedup=round(batched / single, 2) if single else None,
                   model_alone=alone,
                   machine=describe_machine(torch.device("cpu")),
