@@ -40,14 +40,14 @@ def test_cifar10_jpeg_folder_trains_to_the_bound(tmp_path, monkeypatch):
     folder = unpack_subset(TARBALL, tmp_path / "cifar10-jpg", PER_CLASS)
     start = time.time()
     config = resolve_config("default", overrides=dict(
-        data=str(folder), image_size=32, val_split=1000, model="resnet14", epochs=10, augment="crop-flip", pad=4,
+        data=str(folder), image_size=32, val_split=1000, model="resnet14", epochs=6, augment="crop-flip", pad=4,
         out=str(tmp_path / "runs"), name="cifar", quiet=True))
     result = train(config)
     print(f"CIFAR-10 JPEG folder: {result['test_top1']:.2f}% on 1,000 held-out images in {time.time() - start:.0f} s")
-    assert result["eval_split"] == "val" and result["steps"] == 10 * (9000 // 128)
-    # Measured 64.90% in 56 s (seed 0, a 2-core Intel Xeon, torch 2.14.1); the bound leaves room for other
+    assert result["eval_split"] == "val" and result["steps"] == 6 * (9000 // 128)
+    # Measured 58.10% in 52 s (seed 0, a 2-core AMD EPYC, torch 2.14.1); the bound leaves room for other
     # CPUs' bf16 kernels.
-    assert result["test_top1"] >= 60.0
+    assert result["test_top1"] >= 53.0
     again = evaluate_checkpoint(Path(result["run_dir"]) / "last.safetensors", str(folder), split="val",
                                 device="cpu")
     assert again["samples"] == 1000 and again["test_top1"] == pytest.approx(result["test_top1"], abs=0.11)

@@ -165,20 +165,22 @@ def test_time_to_accuracy_tables_equal_their_json():
             data = json.loads((RESULTS / source_of(row)).read_text())
             assert plain(row["final top-1"]) == f"{data['final_top1']:.2f}%"
             assert plain(row["wall time"]) == f"{data['epochs'][-1]['wall_s']:.0f} s"
-            if "93% reached" in row:
-                for target, column in (("93.0", "93% reached"), ("95.0", "95% reached")):
-                    hit = data["reached"][target]
-                    expected = "not reached" if hit is None else f"{hit['wall_s']:.0f} s"
-                    assert plain(row[column]).startswith(expected), (row, target)
-                    if hit:
-                        assert plain(row[column]).endswith(f" {hit['epoch']})")
-                machine = data["machine"].split(", torch")[0]
-                assert row["machine"] == machine and row["versions"] == "torch " + data["machine"].split("torch ")[1]
+            current = "command" in row  # the recipes' own runs; the runs tried on the way have no command
+            for target, column in (("93.0", "93% reached"), ("95.0", "95% reached")):
+                hit = data["reached"][target]
+                if column == "95% reached" and not current:
+                    assert plain(row[column]) == ("yes" if hit else "no")
+                    continue
+                expected = "not reached" if hit is None else f"{hit['wall_s']:.0f} s"
+                assert plain(row[column]).startswith(expected), (row, target)
+                if hit:
+                    assert plain(row[column]).endswith(f" {hit['epoch']})")
+            machine, _, versions = data["machine"].partition(", torch ")
+            assert row["machine"].startswith(machine) and row["versions"] == "torch " + versions.split(" ")[0]
+            if current:
                 assert data["recipe"] in row["command"]
                 for key in data["overrides"]:
                     assert f"{key}=" in row["command"], (key, row["command"])
-            else:
-                assert plain(row["95% reached"]) == ("yes" if data["reached"]["95.0"] else "no")
             checked += 1
     assert checked >= 10
 

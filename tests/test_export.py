@@ -45,7 +45,9 @@ def test_fold_batchnorm_is_exact_and_leaves_no_conv_bn_pair(name, options):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
 
 
-@pytest.mark.parametrize("name", list_models())
+# resnet1202 is resnet110's blocks 10 times over: its ONNX export takes a minute on one core, and what could fail
+# at that depth, torch.export (which the ONNX exporter runs) and scripting, is tested in test_models.py.
+@pytest.mark.parametrize("name", [name for name in list_models() if name != "resnet1202"])
 def test_onnx_and_torchscript_export_with_dynamic_batch_for_every_architecture(name, tmp_path):
     spec = get_spec(name)
     size = spec.input_size[-1] if spec.input_size[-1] <= 32 else 64

@@ -19,7 +19,7 @@ from helpers import real_fashion_mnist, tiny_config
 from resnetlab.inference import Predictor
 from resnetlab.train import RECIPES, Trainer, TrainingDiverged, resolve_config, resume, train
 from resnetlab.train.config import load_toml, to_toml
-from resnetlab.weights import read_checkpoint
+from resnetlab.weights import load_model, read_checkpoint
 
 
 def test_recipes_resolve_and_toml_round_trips(tmp_path):
@@ -35,6 +35,21 @@ def test_recipes_resolve_and_toml_round_trips(tmp_path):
     measured = dict(model="resnet20", epochs=44, augment="crop-flip", erase=0.25, progressive_min_size=16,
                     shift_tta=True, prune_easy=0.5, eval_every=18)
     assert resolve_config("accurate") == resolve_config("default", overrides=measured)
+    fast = dict(model_options=dict(widths=[32, 64, 128], stem_pool=True), epochs=5, lr=0.2, nesterov=True)
+    assert resolve_config("fast") == resolve_config("default", overrides=fast)
+
+
+def test_the_fast_recipe_trains_a_net_at_half_the_side_that_loads_back(tmp_path):
+    config = resolve_config("fast", overrides=dict(data="synthetic", train_subset=64, test_subset=32, epochs=1,
+                                                   batch_size=16, out=str(tmp_path / "runs"), name="fast",
+                                                   quiet=True))
+    result = train(config)
+    model, metadata = load_model(Path(result["run_dir"]) / "last.safetensors")
+    assert metadata["arch"] == "resnet14" and isinstance(model.maxpool, torch.nn.MaxPool2d)
+    assert [stage[0].conv1.out_channels for stage in (model.layer1, model.layer2, model.layer3)] == [32, 64, 128]
+    synthetic = torch.rand(2, 3, 32, 32)  # the synthetic dataset's images
+    (features,) = model.forward_intermediates(synthetic, indices=[1], intermediates_only=True)
+    assert features.shape == (2, 32, 16, 16)
 
 
 def test_model_options_add_to_those_of_the_recipe_and_file(tmp_path):
