@@ -199,11 +199,8 @@ def test_shipped_weights_on_the_cifar10_jpeg_images(tmp_path, capsys, monkeypatc
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", ["resnet14.fashion_mnist", "resnet20.fashion_mnist"])  # the default and accurate
-def test_shipped_fashion_mnist_weights_reproduce_their_accuracy(name, tmp_path, capsys, monkeypatch):
+def test_shipped_fashion_mnist_weights_reproduce_their_accuracy(name):
     """Loaded by name from the package, on the whole real test set: the accuracy recorded when they were shipped."""
-    from PIL import Image
-
-    from resnetlab.data import load_dataset
     from resnetlab.inference import evaluate_checkpoint
 
     real_fashion_mnist()
@@ -213,8 +210,15 @@ def test_shipped_fashion_mnist_weights_reproduce_their_accuracy(name, tmp_path, 
     print(f"{name} on the Fashion-MNIST test set: {result['test_top1']:.2f}%")
     assert result["samples"] == 10000
     assert result["test_top1"] == pytest.approx(entry.accuracy["top1"], abs=0.05)
-    if name != "resnet14.fashion_mnist":
-        return
+
+
+@pytest.mark.realdata
+def test_the_default_fashion_mnist_weights_predict_by_name(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from resnetlab.data import load_dataset
+
+    real_fashion_mnist()
     assert get_weights("resnet14.fashion_mnist").default and not get_weights("resnet20.fashion_mnist").default
     test = load_dataset("fashion-mnist", "test")
     shirt = test.classes.index("Shirt")
